@@ -1,0 +1,637 @@
+"""The workstation's local store: the replica, the outbox and the rebase.
+
+One SQLite file in WAL mode with ``synchronous=FULL``; one connection used by
+one writer at a time (a lock), from whichever thread holds it.
+
+The view a clerk sees is the confirmed server state with the still-pending
+operations replayed on top. Rows written by a pending operation are marked
+with its op id and their before-images are kept in ``pending_effects``. When
+rows are pulled, every pending effect is undone, the pulled rows applied and
+the still-pending operations decided again in order (the rebase). A replay the
+rules now reject leaves the view at once and lands in Sync issues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from ulid import ULID
+
+from workstation.domain.commands import Command, Decision, decide, parse_command
+from workstation.domain.errors import DomainError, Rejection
+from workstation.domain.hlc import HybridClock
+from workstation.domain.numbers import SERIES_NAMES, Series, number_for
+from workstation.domain.rows import ROW_TYPES, Row, columns_of
+from workstation.domain.state import Actor, OpContext, Policy
+
+from .replica_state import ReplicaState
+from .schema import SEARCH_TRIGGERS, migrate, register_functions
+
+Clock = Callable[[], datetime]
+
+# outbox states
+PENDING = "pending"  # not yet answered by the server
+ACKED = "acked"  # applied by the server; its rows not yet pulled
+CONFIRMED = "confirmed"  # applied and pulled: part of confirmed state
+REJECTED = "rejected"  # refused by the server; in Sync issues
+REVIEW = "review"  # held by the server for a supervisor; in Sync issues
+IN_VIEW = (PENDING, ACKED)  # replayed on top of confirmed state
+
+
+class CommandRejected(Exception):
+    """The rules said no; nothing was written."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        self.rejection = rejection
+        super().__init__(rejection.message("en"))
+
+
+@dataclass(frozen=True)
+class Executed:
+    """A clerk's action, committed locally together with its outbox entry."""
+
+    op_id: str
+    client_seq: int
+    command: Command
+    decision: Decision
+    at: str
+
+
+@dataclass(frozen=True)
+class OutboxOp:
+    client_seq: int
+    op_id: str
+    kind: str
+    payload: str
+    args_hash: str
+    clerk_id: str
+    clerk_roles: frozenset[str]
+    at: str
+    hlc: str
+    state: str
+    local_outcome: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    pending: int  # not yet confirmed by the server
+    oldest_at: str | None  # when the oldest unconfirmed op was made
+    open_issues: int
+
+
+@dataclass(frozen=True)
+class ServerResult:
+    op_id: str
+    status: str  # applied | applied_modified | rejected | needs_review | deferred
+    code: str | None = None
+    params: dict[str, Any] | None = None
+    server_seq: int | None = None
+    result: dict[str, Any] | None = None
+
+
+def args_hash(kind: str, payload: str) -> str:
+    return hashlib.sha256(f"{kind}\n{payload}".encode()).hexdigest()
+
+
+def local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _TableSql:
+    """Prepared statements for one replicated table."""
+
+    def __init__(self, row_type: type[Row]) -> None:
+        self.row_type = row_type
+        self.columns = [name for name, _ in columns_of(row_type)]
+        all_cols = [*self.columns, "pending_op"]
+        placeholders = ", ".join("?" for _ in all_cols)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != row_type.key)
+        self.upsert = (
+            f"INSERT INTO {row_type.table} ({', '.join(all_cols)}) VALUES ({placeholders}) "
+            f"ON CONFLICT({row_type.key}) DO UPDATE SET {updates}"
+        )
+        self.insert = (
+            f"INSERT INTO {row_type.table} ({', '.join(all_cols)}) VALUES ({placeholders})"
+        )
+        self.select = f"SELECT {', '.join(all_cols)} FROM {row_type.table} WHERE {row_type.key} = ?"
+        self.delete = f"DELETE FROM {row_type.table} WHERE {row_type.key} = ?"
+        self.all_cols = all_cols
+
+    def values(self, row: dict[str, Any], pending_op: str | None) -> tuple[Any, ...]:
+        return (*(row.get(c) for c in self.columns), pending_op)
+
+
+class LocalStore:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock = local_now,
+        hlc: HybridClock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = str(path)
+        self.conn = sqlite3.connect(self.path, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        if self.path != ":memory:":
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        self.conn.execute("PRAGMA cache_size=-65536")
+        register_functions(self.conn)
+        self.db = Database(self.conn, execute_plugins=False)
+        self.lock = threading.RLock()
+        with self.lock:
+            migrate(self.db)
+        self.clock = clock
+        self.hlc = hlc or HybridClock()
+        self.monotonic = monotonic
+        self.state = ReplicaState(self.conn, self.policy)
+        self._tables = {rt.table: _TableSql(rt) for rt in ROW_TYPES}
+        self._policy: Policy | None = None
+        self._fail_before_outbox: Callable[[], None] | None = None  # tests inject faults here
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One writer at a time; everything inside commits or nothing does."""
+        with self.lock, self.db.atomic():
+            yield self.conn
+
+    # -- sync state ---------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        with self.lock:
+            row = self.conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row is not None else default
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with self.transaction():
+            self._set_meta(key, value)
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO sync_state (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def policy(self) -> Policy:
+        if self._policy is None:
+            raw = self.get_meta("policy")
+            self._policy = Policy.from_dict(json.loads(raw)) if raw else Policy()
+        return self._policy
+
+    def set_policy(self, policy: Policy) -> None:
+        self.set_meta("policy", json.dumps(policy.as_dict()))
+        self._policy = policy
+
+    # -- leases: number blocks ---------------------------------------------
+
+    def add_lease(self, lease_id: str, series: str, first: int, last: int, granted_at: str) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO leases (lease_id, series, first, last, next, granted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (lease_id, series, first, last, first, granted_at),
+            )
+
+    def numbers_left(self, series: Series) -> int:
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT COALESCE(SUM(last - next + 1), 0) FROM leases WHERE series = ? AND next <= last",
+                (series.value,),
+            ).fetchone()
+        return int(row[0])
+
+    def take_number(self, series: Series) -> str:
+        """The next unused number of a leased block. Call inside the command's
+        transaction, so a rejected command gives the number back."""
+        row = self.conn.execute(
+            "SELECT lease_id, next FROM leases WHERE series = ? AND next <= last ORDER BY first LIMIT 1",
+            (series.value,),
+        ).fetchone()
+        if row is None:
+            zh, en = SERIES_NAMES[series]
+            raise DomainError("numbers_exhausted", series_zh=zh, series_en=en)
+        self.conn.execute("UPDATE leases SET next = next + 1 WHERE lease_id = ?", (row[0],))
+        return number_for(series, int(row[1]))
+
+    # -- the clerk's commands ----------------------------------------------
+
+    def execute(self, actor: Actor, build: Callable[[LocalStore], Command]) -> Executed:
+        """Decide a command against the replica and commit its rows with its
+        outbox entry in one transaction. Raises CommandRejected (nothing
+        written) or DomainError from ``build`` (nothing written)."""
+        op_id = str(ULID())
+        with self.transaction():
+            command = build(self)
+            at = self.clock().isoformat(timespec="seconds")
+            ctx = OpContext(actor=actor, at=at, op_id=op_id)
+            outcome = decide(self.state, command, ctx)
+            if isinstance(outcome, Rejection):
+                raise CommandRejected(outcome)
+            self._write_rows(op_id, outcome.rows)
+            if self._fail_before_outbox is not None:
+                self._fail_before_outbox()
+            client_seq = self._append_outbox(op_id, command, ctx, outcome)
+        return Executed(
+            op_id=op_id, client_seq=client_seq, command=command, decision=outcome, at=at
+        )
+
+    def _append_outbox(
+        self, op_id: str, command: Command, ctx: OpContext, outcome: Decision
+    ) -> int:
+        payload = command.model_dump_json()
+        cursor = self.conn.execute(
+            "INSERT INTO outbox (op_id, kind, payload, args_hash, clerk_id, clerk_roles, at, hlc, "
+            "created_mono, state, local_outcome, local_result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                op_id,
+                command.kind,
+                payload,
+                args_hash(command.kind, payload),
+                ctx.actor.clerk_id,
+                json.dumps(sorted(ctx.actor.roles)),
+                ctx.at,
+                self.hlc.now(),
+                self.monotonic(),
+                PENDING,
+                outcome.outcome,
+                json.dumps(outcome.result, ensure_ascii=False),
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _write_rows(self, op_id: str, rows: Iterable[Row]) -> None:
+        """Write a pending op's rows, keeping each row's before-image."""
+        for row in rows:
+            sql = self._tables[row.table]
+            key = row.key_value
+            before = self.conn.execute(sql.select, (key,)).fetchone()
+            self.conn.execute(
+                "INSERT INTO pending_effects (op_id, tbl, row_key, before) VALUES (?, ?, ?, ?)",
+                (
+                    op_id,
+                    row.table,
+                    key,
+                    json.dumps(dict(before), ensure_ascii=False) if before else None,
+                ),
+            )
+            self.conn.execute(sql.upsert, sql.values(row.model_dump(), op_id))
+
+    # -- the rebase ---------------------------------------------------------
+
+    def _undo_pending(self) -> None:
+        effects = self.conn.execute(
+            "SELECT tbl, row_key, before FROM pending_effects ORDER BY seq DESC"
+        ).fetchall()
+        for tbl, key, before in effects:
+            sql = self._tables[tbl]
+            if before is None:
+                self.conn.execute(sql.delete, (key,))
+            else:
+                old = json.loads(before)
+                self.conn.execute(sql.upsert, sql.values(old, old.get("pending_op")))
+        self.conn.execute("DELETE FROM pending_effects")
+
+    def _replay(self) -> None:
+        """Decide every still-pending op again, in order, against the new state,
+        as the clerk who made it (with the roles they had then)."""
+        device_id = self.device_id
+        for op in self._ops_in_view():
+            command = parse_command(op.kind, json.loads(op.payload))
+            actor = Actor(clerk_id=op.clerk_id, roles=op.clerk_roles, device_id=device_id)
+            outcome = decide(self.state, command, OpContext(actor=actor, at=op.at, op_id=op.op_id))
+            if isinstance(outcome, Rejection):
+                self._open_issue(op.op_id, "replay_conflict", outcome.code, outcome.params, op)
+                continue
+            self._write_rows(op.op_id, outcome.rows)
+            self._resolve_issue_if(op.op_id, "replay_conflict", "server_state_allows")
+
+    def _ops_in_view(self) -> list[OutboxOp]:
+        rows = self.conn.execute(
+            "SELECT * FROM outbox WHERE state IN (?, ?) ORDER BY client_seq", IN_VIEW
+        ).fetchall()
+        return [_outbox_op(r) for r in rows]
+
+    def rebase(self) -> None:
+        """Undo pending effects and replay what is still pending (after a rejection)."""
+        with self.transaction():
+            self._undo_pending()
+            self._replay()
+
+    @property
+    def device_id(self) -> str:
+        return self.get_meta("device_id") or ""
+
+    # -- pull ----------------------------------------------------------------
+
+    def apply_pull(
+        self,
+        changes: Iterable[tuple[str, dict[str, Any] | None, str]],
+        *,
+        next_cursor: int,
+        epoch: str,
+        device_last_seq: int,
+    ) -> int:
+        """Apply pulled rows ``(table, row or None for a deletion, key)``, advance
+        the cursor and rebase, in one transaction. Returns rows applied."""
+        count = 0
+        with self.transaction():
+            self._undo_pending()
+            for table, row, key in changes:
+                sql = self._tables.get(table)
+                if sql is None:
+                    continue  # a table this version does not know: skip, never fail the pull
+                if row is None:
+                    self.conn.execute(sql.delete, (key,))
+                else:
+                    self.conn.execute(sql.upsert, sql.values(row, None))
+                count += 1
+            self._set_meta("cursor", str(next_cursor))
+            self._set_meta("epoch", epoch)
+            self._confirm_through(device_last_seq)
+            self._replay()
+        return count
+
+    def _confirm_through(self, device_last_seq: int) -> None:
+        self._set_meta("device_last_seq", str(device_last_seq))
+        self.conn.execute(
+            "UPDATE outbox SET state = ? WHERE client_seq <= ? AND state IN (?, ?)",
+            (CONFIRMED, device_last_seq, PENDING, ACKED),
+        )
+
+    # -- bootstrap -----------------------------------------------------------
+
+    def load_snapshot(
+        self,
+        batches: Iterable[tuple[str, list[dict[str, Any]]]],
+        *,
+        cursor: int,
+        epoch: str,
+        device_last_seq: int,
+    ) -> int:
+        """Replace the replicated tables with a server snapshot, keeping the
+        outbox: ops the server has not seen (it may have been restored from a
+        backup) go back to pending and will be pushed again."""
+        total = 0
+        with self.transaction():
+            self.conn.execute("DELETE FROM pending_effects")
+            self.conn.execute("DROP TRIGGER IF EXISTS patients_search_insert")
+            self.conn.execute("DROP TRIGGER IF EXISTS patients_search_delete")
+            self.conn.execute("DROP TRIGGER IF EXISTS patients_search_update")
+            self.conn.execute("INSERT INTO patient_search (patient_search) VALUES ('delete-all')")
+            for row_type in ROW_TYPES:
+                self.conn.execute(f"DELETE FROM {row_type.table}")
+            for table, rows in batches:
+                sql = self._tables.get(table)
+                if sql is None:
+                    continue
+                cols = sql.columns
+                self.conn.executemany(sql.upsert, ([*(r.get(c) for c in cols), None] for r in rows))
+                total += len(rows)
+            self.conn.execute(
+                "INSERT INTO patient_search (rowid, terms) SELECT rowid, name_terms(name) FROM patients"
+            )
+            for statement in SEARCH_TRIGGERS:
+                self.conn.execute(statement)
+            self._set_meta("cursor", str(cursor))
+            self._set_meta("epoch", epoch)
+            self._set_meta("bootstrapped_at", self.clock().isoformat(timespec="seconds"))
+            self.conn.execute(
+                "UPDATE outbox SET state = ? WHERE client_seq > ? AND state IN (?, ?)",
+                (PENDING, device_last_seq, ACKED, CONFIRMED),
+            )
+            self._confirm_through(device_last_seq)
+            self._replay()
+        return total
+
+    # -- push ----------------------------------------------------------------
+
+    def ops_to_push(self, limit: int) -> list[OutboxOp]:
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT * FROM outbox WHERE state = ? ORDER BY client_seq LIMIT ?", (PENDING, limit)
+            ).fetchall()
+        return [_outbox_op(r) for r in rows]
+
+    def note_attempt(self, op_ids: list[str]) -> None:
+        now = self.clock().isoformat(timespec="seconds")
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE op_id = ?",
+                [(now, op_id) for op_id in op_ids],
+            )
+
+    def record_results(self, results: Iterable[ServerResult]) -> bool:
+        """Store the server's answers. Returns True if an op left the view
+        (rejected or held), so the caller rebases."""
+        left_view = False
+        now = self.clock().isoformat(timespec="seconds")
+        with self.transaction():
+            for res in results:
+                row = self.conn.execute(
+                    "SELECT * FROM outbox WHERE op_id = ?", (res.op_id,)
+                ).fetchone()
+                if row is None or row["state"] not in (PENDING, ACKED):
+                    continue
+                op = _outbox_op(row)
+                answer = json.dumps(
+                    {
+                        "status": res.status,
+                        "code": res.code,
+                        "params": res.params,
+                        "result": res.result,
+                    },
+                    ensure_ascii=False,
+                )
+                if res.status in ("applied", "applied_modified"):
+                    self.conn.execute(
+                        "UPDATE outbox SET state = ?, server_result = ?, server_seq = ? WHERE op_id = ?",
+                        (ACKED, answer, res.server_seq, res.op_id),
+                    )
+                    self._resolve_issue_if(res.op_id, "replay_conflict", "server_applied", now)
+                    if res.status == "applied_modified" and op.local_outcome == "applied":
+                        self._open_issue(
+                            res.op_id, "modified", res.code or "modified", res.params or {}, op
+                        )
+                elif res.status in ("rejected", "needs_review"):
+                    state = REJECTED if res.status == "rejected" else REVIEW
+                    self.conn.execute(
+                        "UPDATE outbox SET state = ?, server_result = ? WHERE op_id = ?",
+                        (state, answer, res.op_id),
+                    )
+                    kind = "rejected" if res.status == "rejected" else "needs_review"
+                    self._open_issue(res.op_id, kind, res.code or res.status, res.params or {}, op)
+                    left_view = True
+                # "deferred": the server wants earlier ops first; stays pending
+        return left_view
+
+    # -- Sync issues ---------------------------------------------------------
+
+    def _open_issue(
+        self, op_id: str, kind: str, code: str, params: dict[str, Any], op: OutboxOp
+    ) -> None:
+        now = self.clock().isoformat(timespec="seconds")
+        summary = json.dumps(
+            {
+                "kind": op.kind,
+                "payload": json.loads(op.payload),
+                "at": op.at,
+                "clerk_id": op.clerk_id,
+                "client_seq": op.client_seq,
+            },
+            ensure_ascii=False,
+        )
+        self.conn.execute(
+            "INSERT INTO sync_issues (op_id, kind, status, code, params, summary, created_at, updated_at) "
+            "VALUES (?, ?, 'open', ?, ?, ?, ?, ?) ON CONFLICT(op_id) DO UPDATE SET kind = excluded.kind, "
+            "status = 'open', code = excluded.code, params = excluded.params, updated_at = excluded.updated_at",
+            (op_id, kind, code, json.dumps(params, ensure_ascii=False), summary, now, now),
+        )
+
+    def _resolve_issue_if(
+        self, op_id: str, kind: str, resolution: str, now: str | None = None
+    ) -> None:
+        now = now or self.clock().isoformat(timespec="seconds")
+        self.conn.execute(
+            "UPDATE sync_issues SET status = 'resolved', resolved_by = 'system', resolved_at = ?, "
+            "resolution = ?, updated_at = ? WHERE op_id = ? AND kind = ? AND status = 'open'",
+            (now, resolution, now, op_id, kind),
+        )
+
+    def issues(self, status: str | None = "open", limit: int = 200) -> list[dict[str, Any]]:
+        with self.lock:
+            if status is None:
+                rows = self.conn.execute(
+                    "SELECT * FROM sync_issues ORDER BY issue_id DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = self.conn.execute(
+                    "SELECT * FROM sync_issues WHERE status = ? ORDER BY issue_id LIMIT ?",
+                    (status, limit),
+                ).fetchall()
+        result = []
+        for r in rows:
+            item = dict(r)
+            item["params"] = json.loads(item["params"])
+            item["summary"] = json.loads(item["summary"])
+            result.append(item)
+        return result
+
+    def resolve_issue(self, issue_id: int, clerk_id: str, resolution: str) -> bool:
+        now = self.clock().isoformat(timespec="seconds")
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE sync_issues SET status = 'resolved', resolved_by = ?, resolved_at = ?, "
+                "resolution = ?, updated_at = ? WHERE issue_id = ? AND status = 'open'",
+                (clerk_id, now, resolution, now, issue_id),
+            )
+        return cur.rowcount == 1
+
+    # -- status --------------------------------------------------------------
+
+    def outbox_stats(self) -> OutboxStats:
+        with self.lock:
+            pending, oldest = self.conn.execute(
+                "SELECT COUNT(*), MIN(at) FROM outbox WHERE state IN (?, ?)", IN_VIEW
+            ).fetchone()
+            issues = self.conn.execute(
+                "SELECT COUNT(*) FROM sync_issues WHERE status = 'open'"
+            ).fetchone()[0]
+        return OutboxStats(pending=int(pending), oldest_at=oldest, open_issues=int(issues))
+
+    def outbox(self, limit: int = 100) -> list[OutboxOp]:
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT * FROM outbox ORDER BY client_seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_outbox_op(r) for r in rows]
+
+    # -- clerk cache (offline login) ----------------------------------------
+
+    def cached_clerk(self, username: str) -> dict[str, Any] | None:
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT * FROM clerk_cache WHERE username = ?", (username,)
+            ).fetchone()
+        if row is None:
+            return None
+        clerk = dict(row)
+        clerk["roles"] = json.loads(clerk["roles"])
+        return clerk
+
+    def cache_clerk(
+        self, *, username: str, clerk_id: str, name: str, roles: list[str], verifier: str, at: str
+    ) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO clerk_cache (username, clerk_id, name, roles, verifier, last_online_login, "
+                "failed_attempts, locked_until) VALUES (?, ?, ?, ?, ?, ?, 0, NULL) "
+                "ON CONFLICT(username) DO UPDATE SET clerk_id = excluded.clerk_id, name = excluded.name, "
+                "roles = excluded.roles, verifier = excluded.verifier, "
+                "last_online_login = excluded.last_online_login, failed_attempts = 0, locked_until = NULL",
+                (username, clerk_id, name, json.dumps(roles), verifier, at),
+            )
+
+    def note_login_failure(self, username: str, *, attempts_allowed: int, locked_until: str) -> int:
+        """Count a failed offline login; lock the clerk out once the limit is reached."""
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE clerk_cache SET failed_attempts = failed_attempts + 1 WHERE username = ?",
+                (username,),
+            )
+            row = self.conn.execute(
+                "SELECT failed_attempts FROM clerk_cache WHERE username = ?", (username,)
+            ).fetchone()
+            attempts = int(row[0]) if row else 0
+            if attempts >= attempts_allowed:
+                self.conn.execute(
+                    "UPDATE clerk_cache SET locked_until = ?, failed_attempts = 0 WHERE username = ?",
+                    (locked_until, username),
+                )
+        return attempts
+
+    def clear_login_failures(self, username: str) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE clerk_cache SET failed_attempts = 0, locked_until = NULL WHERE username = ?",
+                (username,),
+            )
+
+
+def _outbox_op(row: sqlite3.Row) -> OutboxOp:
+    return OutboxOp(
+        client_seq=row["client_seq"],
+        op_id=row["op_id"],
+        kind=row["kind"],
+        payload=row["payload"],
+        args_hash=row["args_hash"],
+        clerk_id=row["clerk_id"],
+        clerk_roles=frozenset(json.loads(row["clerk_roles"])),
+        at=row["at"],
+        hlc=row["hlc"],
+        state=row["state"],
+        local_outcome=row["local_outcome"],
+        attempts=row["attempts"],
+    )

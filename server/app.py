@@ -1,0 +1,240 @@
+"""The central server's HTTP API (FastAPI).
+
+Every endpoint but /health, enrolment and login needs the workstation's device
+token (``X-Device-Token``) and a clerk session (``Authorization: Bearer``).
+Malformed, oversized or unauthorised requests get a 4xx with a body that says
+why in both languages; a database that is briefly unavailable gets 503 and the
+workstation backs off and retries.
+"""
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sync.protocol import (
+    DEVICE_HEADER,
+    MAX_BODY_BYTES,
+    PULL_LIMIT_MAX,
+    ClerkInfo,
+    EnrollRequest,
+    EnrollResponse,
+    ErrorBody,
+    LeaseRequest,
+    LeaseResponse,
+    LoginRequest,
+    LoginResponse,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+)
+from workstation.domain.numbers import Series
+from workstation.domain.state import Policy
+
+from .auth import AuthError, AuthService, Device, Session
+from .db import create_schema, make_engine, utc_now
+from .leases import NumbersExhausted, grant_block
+from .sync_service import SyncService
+
+log = logging.getLogger(__name__)
+
+
+def _error(
+    status: int,
+    code: str,
+    zh: str,
+    en: str,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(code=code, message_zh=zh, message_en=en, detail=detail)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before they are parsed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = _error(
+            413,
+            "request_too_large",
+            "请求内容过大。",
+            f"The request body exceeds {self.limit} bytes.",
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(engine: Engine | str, policy: Policy | None = None) -> FastAPI:
+    """The server app over ``engine`` (or a database URL); creates missing tables."""
+    if isinstance(engine, str):
+        engine = make_engine(engine)
+    policy = policy or Policy()
+    create_schema(engine)
+    auth = AuthService(engine, policy)
+    sync = SyncService(engine, policy)
+
+    app = FastAPI(
+        title="Hospital window central server",
+        version="1",
+        description="Central server for the admission, exam registration and cashier workstations.",
+    )
+    app.state.engine = engine
+    app.state.auth = auth
+    app.state.sync = sync
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.zh, exc.en)
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()[:20]
+        ]
+        return _error(
+            422, "request_malformed", "请求格式错误。", "The request is malformed.", detail
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return _error(
+            503,
+            "database_unavailable",
+            "中心数据库暂时不可用，稍后自动重试。",
+            "The central database is briefly unavailable; retrying shortly.",
+            headers={"Retry-After": "2"},
+        )
+
+    def device_of(token: Annotated[str | None, Header(alias=DEVICE_HEADER)] = None) -> Device:
+        return auth.device(token)
+
+    def session_of(
+        device: Annotated[Device, Depends(device_of)],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Session:
+        bearer = authorization.removeprefix("Bearer ").strip() if authorization else None
+        return auth.session(device, bearer)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "epoch": sync.epoch(), "server_time": utc_now()}
+
+    @app.post("/devices/enroll", response_model=EnrollResponse)
+    def enroll(body: EnrollRequest) -> EnrollResponse:
+        device_id, token = auth.enroll(body.code, body.device_name)
+        return EnrollResponse(device_id=device_id, device_token=token, epoch=sync.epoch())
+
+    @app.post("/auth/login", response_model=LoginResponse)
+    def login(body: LoginRequest, device: Annotated[Device, Depends(device_of)]) -> LoginResponse:
+        token, expires, session = auth.login(device, body.username, body.password)
+        return LoginResponse(
+            session_token=token,
+            expires_at=expires,
+            clerk=ClerkInfo(
+                clerk_id=session.clerk_id,
+                username=session.username,
+                name=session.name,
+                roles=list(session.roles),
+            ),
+            policy=policy.as_dict(),
+            server_time=utc_now(),
+            epoch=sync.epoch(),
+        )
+
+    @app.post("/auth/logout", status_code=204)
+    def logout(
+        session: Annotated[Session, Depends(session_of)],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> None:
+        if authorization:
+            auth.logout(authorization.removeprefix("Bearer ").strip())
+        auth.record(session.clerk_id, session.device_id, "logout", session.username, "ok")
+
+    @app.post("/leases/numbers", response_model=LeaseResponse)
+    def lease_numbers(body: LeaseRequest, session: Annotated[Session, Depends(session_of)]) -> Any:
+        try:
+            block_id, first, last, granted_at = grant_block(
+                engine, session.device_id, Series(body.series), body.count
+            )
+        except NumbersExhausted:
+            return _error(
+                409,
+                "numbers_exhausted",
+                "号段已用尽，请联系信息科。",
+                "This number series is exhausted; call IT.",
+            )
+        auth.record(
+            session.clerk_id,
+            session.device_id,
+            "lease_numbers",
+            f"{body.series}:{first}-{last}",
+            "ok",
+        )
+        return LeaseResponse(
+            lease_id=block_id, series=body.series, first=first, last=last, granted_at=granted_at
+        )
+
+    @app.post("/sync/push", response_model=PushResponse)
+    def push(body: PushRequest, session: Annotated[Session, Depends(session_of)]) -> PushResponse:
+        return sync.push(session.device_id, session.clerk_id, body)
+
+    @app.get("/sync/pull", response_model=PullResponse)
+    def pull(
+        session: Annotated[Session, Depends(session_of)],
+        cursor: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=PULL_LIMIT_MAX)] = 1000,
+    ) -> PullResponse:
+        return sync.pull(session.device_id, cursor, limit)
+
+    @app.get(
+        "/sync/snapshot",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-ndjson+gzip": {}}}},
+    )
+    def snapshot(session: Annotated[Session, Depends(session_of)]) -> StreamingResponse:
+        auth.record(session.clerk_id, session.device_id, "snapshot", "", "ok")
+        return StreamingResponse(
+            sync.snapshot(session.device_id), media_type="application/x-ndjson+gzip"
+        )
+
+    return app

@@ -1,0 +1,243 @@
+"""The central store's schema (SQLAlchemy Core) and engine set-up.
+
+Replicated tables are generated from the domain's row models, so the server,
+the change log and every replica hold rows of one shape. Server-only tables
+hold clerks, devices, sessions, the processed operations (which are also the
+audit record of every command), the change log and the number blocks.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Connection
+
+from workstation.domain.numbers import SERIES_START, Series
+from workstation.domain.rows import ROW_TYPES, Row, columns_of
+
+metadata = MetaData()
+
+
+def _replicated(row_type: type[Row]) -> Table:
+    cols: list[Any] = []
+    for name, py_type in columns_of(row_type):
+        is_key = name == row_type.key
+        col_type = BigInteger() if py_type is int else (String(64) if is_key else Text())
+        cols.append(Column(name, col_type, primary_key=is_key, nullable=not is_key))
+    table = Table(row_type.table, metadata, *cols)
+    for index_name, index_cols, unique in row_type.indexes:
+        Index(index_name, *(table.c[c] for c in index_cols), unique=unique)
+    return table
+
+
+REPLICATED: dict[str, Table] = {rt.table: _replicated(rt) for rt in ROW_TYPES}
+patients = REPLICATED["patients"]
+patient_aliases = REPLICATED["patient_aliases"]
+cards = REPLICATED["cards"]
+transfers = REPLICATED["transfers"]
+
+clerks = Table(
+    "clerks",
+    metadata,
+    Column("clerk_id", String(40), primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("roles", Text, nullable=False),  # JSON list
+    Column("password_hash", Text, nullable=False),
+    Column("active", Integer, nullable=False, default=1),
+    Column("failed_attempts", Integer, nullable=False, default=0),
+    Column("locked_until", String(40)),
+    Column("created_at", String(40), nullable=False),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("device_id", String(40), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("enrolled_at", String(40), nullable=False),
+    Column("last_seen_at", String(40)),
+    Column("active", Integer, nullable=False, default=1),
+)
+
+enrollment_codes = Table(
+    "enrollment_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("device_name", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=False),
+    Column("used_at", String(40)),
+    Column("device_id", String(40)),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("clerk_id", String(40), nullable=False),
+    Column("device_id", String(40), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=False),
+    Column("revoked", Integer, nullable=False, default=0),
+)
+
+# Every operation a workstation pushed, applied or not: the deduplication
+# record (same transaction as its effects), the stored answer for a replay, and
+# the audit trail of commands (who, what, when, where, outcome).
+ops = Table(
+    "ops",
+    metadata,
+    Column("op_id", String(40), primary_key=True),
+    Column("device_id", String(40), nullable=False),
+    Column("client_seq", BigInteger, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("args_hash", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("clerk_id", String(40), nullable=False),
+    Column("client_at", String(40), nullable=False),
+    Column("hlc", String(40), nullable=False),
+    Column("applied_at", String(40), nullable=False),
+    Column("pushed_by", String(40), nullable=False),  # the clerk whose session pushed it
+    Column("status", String(20), nullable=False),
+    Column("code", String(60)),
+    Column("params", Text),
+    Column("result", Text),
+    Column("change_seq", BigInteger, nullable=False),
+    UniqueConstraint("device_id", "client_seq", name="ops_device_seq"),
+)
+Index("ops_device_change", ops.c.device_id, ops.c.change_seq)
+
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("table_name", String(40), nullable=False),
+    Column("row_key", String(64), nullable=False),
+    Column("row", Text),  # JSON; NULL for a deletion
+    Column("op_id", String(40)),
+)
+
+# Named counters; the change-log head is the one every write locks, which
+# serialises appends so that no reader sees seq N+1 before N.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(40), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+number_blocks = Table(
+    "number_blocks",
+    metadata,
+    Column("block_id", String(40), primary_key=True),
+    Column("series", String(20), nullable=False),
+    Column("first", BigInteger, nullable=False),
+    Column("last", BigInteger, nullable=False),
+    Column("device_id", String(40), nullable=False),
+    Column("granted_at", String(40), nullable=False),
+)
+Index(
+    "number_blocks_lookup", number_blocks.c.series, number_blocks.c.device_id, number_blocks.c.first
+)
+
+# Requests that are not commands: logins, enrolments, leases, snapshots.
+audit = Table(
+    "audit",
+    metadata,
+    Column("audit_id", Integer, primary_key=True, autoincrement=True),
+    Column("at", String(40), nullable=False),
+    Column("clerk_id", String(40)),
+    Column("device_id", String(40)),
+    Column("action", String(40), nullable=False),
+    Column("target", Text),
+    Column("outcome", String(40), nullable=False),
+    Column("detail", Text),
+)
+
+CHANGE_SEQ = "change_seq"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def is_sqlite(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``sqlite:///file`` or ``postgresql://...``."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            # SQLAlchemy's recipe: let us emit BEGIN ourselves, so writers take
+            # the lock up front (BEGIN IMMEDIATE) and never fail to upgrade.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            writer = conn.get_execution_options().get("writer", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables and seed the counters and the server epoch."""
+    metadata.create_all(engine)
+    with engine.connect().execution_options(writer=True) as conn, conn.begin():
+        existing = {r.name for r in conn.execute(select(counters.c.name))}
+        if CHANGE_SEQ not in existing:
+            conn.execute(insert(counters).values(name=CHANGE_SEQ, value=0))
+        for series in Series:
+            name = f"series:{series.value}"
+            if name not in existing:
+                conn.execute(insert(counters).values(name=name, value=SERIES_START[series]))
+        if conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).first() is None:
+            conn.execute(insert(meta).values(key="epoch", value=new_epoch()))
+
+
+def new_epoch() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(4)
+
+
+def writer(engine: Engine) -> Connection:
+    """A connection whose transactions take the write lock up front on SQLite."""
+    return engine.connect().execution_options(writer=True)

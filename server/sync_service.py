@@ -1,0 +1,442 @@
+"""Applying pushed operations, serving pulls and snapshots.
+
+Push: the ops of one request are applied in ``client_seq`` order under the
+change-log lock. Each op runs in its own savepoint together with its row in
+``ops`` (the deduplication record), so an op is applied exactly once or not at
+all; the request's ops are committed together (group commit) and no result is
+returned before that commit is durable. A replayed op returns its stored
+answer. A permanent rejection is stored too and advances the device's sequence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from sync.protocol import (
+    Change,
+    OpResult,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+    SnapshotHeader,
+    WireOp,
+)
+from workstation.domain.commands import decide, parse_command
+from workstation.domain.errors import DomainError, Rejection
+from workstation.domain.rows import ROW_TYPES, Row
+from workstation.domain.state import Actor, OpContext, Policy
+
+from .db import (
+    CHANGE_SEQ,
+    REPLICATED,
+    change_log,
+    clerks,
+    counters,
+    is_sqlite,
+    meta,
+    ops,
+    utc_now,
+    writer,
+)
+from .state import ServerState
+
+log = logging.getLogger(__name__)
+
+CLOCK_SKEW_LIMIT_S = 300.0
+SNAPSHOT_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class Clerk:
+    clerk_id: str
+    roles: frozenset[str]
+    active: bool
+
+
+def _rejected(op_id: str, rejection: Rejection) -> OpResult:
+    return OpResult(
+        op_id=op_id,
+        status="rejected",
+        code=rejection.code,
+        params=rejection.params,
+        message_zh=rejection.message("zh"),
+        message_en=rejection.message("en"),
+    )
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+class SyncService:
+    def __init__(self, engine: Engine, policy: Policy | None = None) -> None:
+        self.engine = engine
+        self.policy = policy or Policy()
+        self._upserts = {table: self._upsert_statement(table) for table in REPLICATED}
+
+    # -- push ----------------------------------------------------------------
+
+    def push(self, device_id: str, pushed_by: str, request: PushRequest) -> PushResponse:
+        now = datetime.now(UTC)
+        device_time = _parse_time(request.device_time)
+        skew = (device_time - now).total_seconds() if device_time else 0.0
+        results = self._apply_batch(
+            device_id, pushed_by, sorted(request.ops, key=lambda o: o.client_seq)
+        )
+        return PushResponse(
+            results=results,
+            epoch=self.epoch(),
+            server_time=now.isoformat(timespec="milliseconds"),
+            clock_skew_s=round(skew, 3),
+            clock_skew_flagged=abs(skew) > CLOCK_SKEW_LIMIT_S,
+        )
+
+    def _apply_batch(self, device_id: str, pushed_by: str, batch: list[WireOp]) -> list[OpResult]:
+        results: list[OpResult] = []
+        if not batch:
+            return results
+        with writer(self.engine) as conn, conn.begin():
+            head = self._lock_head(conn)
+            last_seq = self._device_last_seq(conn, device_id)
+            stored = {
+                row.op_id: row
+                for row in conn.execute(
+                    select(ops).where(ops.c.op_id.in_([o.op_id for o in batch]))
+                )
+            }
+            clerk_cache: dict[str, Clerk | None] = {}
+            applied_at = utc_now()
+            stop = False
+            for op in batch:
+                if stop:
+                    results.append(OpResult(op_id=op.op_id, status="deferred", code="server_error"))
+                    continue
+                known = stored.get(op.op_id)
+                if known is not None:
+                    results.append(self._stored_result(known, op, device_id))
+                    continue
+                if op.client_seq <= last_seq:
+                    results.append(
+                        _rejected(
+                            op.op_id,
+                            Rejection(code="sequence_reused", params={"client_seq": op.client_seq}),
+                        )
+                    )
+                    continue
+                if op.client_seq > last_seq + 1:
+                    results.append(
+                        OpResult(
+                            op_id=op.op_id,
+                            status="deferred",
+                            code="sequence_gap",
+                            params={"expected": last_seq + 1},
+                        )
+                    )
+                    continue
+                if op.clerk_id not in clerk_cache:
+                    clerk_cache[op.clerk_id] = self._clerk(conn, op.clerk_id)
+                savepoint = conn.begin_nested()
+                try:
+                    result, head = self._apply_one(
+                        conn, device_id, pushed_by, op, clerk_cache[op.clerk_id], head, applied_at
+                    )
+                    savepoint.commit()
+                except IntegrityError as exc:
+                    # a uniqueness the rules did not foresee: reject, never apply twice
+                    savepoint.rollback()
+                    log.warning("op %s hit a constraint: %s", op.op_id, exc.orig)
+                    result = _rejected(op.op_id, Rejection(code="conflict"))
+                    inner = conn.begin_nested()
+                    self._record(conn, device_id, pushed_by, op, result, head, applied_at)
+                    inner.commit()
+                except Exception:
+                    savepoint.rollback()
+                    log.exception(
+                        "op %s failed on the server; it stays pending at the workstation", op.op_id
+                    )
+                    results.append(OpResult(op_id=op.op_id, status="deferred", code="server_error"))
+                    stop = True
+                    continue
+                results.append(result)
+                last_seq = op.client_seq
+            conn.execute(update(counters).where(counters.c.name == CHANGE_SEQ).values(value=head))
+        return results
+
+    def _apply_one(
+        self,
+        conn: Connection,
+        device_id: str,
+        pushed_by: str,
+        op: WireOp,
+        clerk: Clerk | None,
+        head: int,
+        applied_at: str,
+    ) -> tuple[OpResult, int]:
+        outcome = self._decide(conn, device_id, op, clerk)
+        if isinstance(outcome, Rejection):
+            result = _rejected(op.op_id, outcome)
+        else:
+            for row in outcome.rows:
+                head += 1
+                self._write_row(conn, row, head, op.op_id)
+            notice = outcome.notice
+            result = OpResult(
+                op_id=op.op_id,
+                status=outcome.outcome,
+                code=notice.code if notice else None,
+                params=notice.params if notice else {},
+                message_zh=notice.message("zh") if notice else None,
+                message_en=notice.message("en") if notice else None,
+                server_seq=head,
+                result=outcome.result,
+            )
+        self._record(conn, device_id, pushed_by, op, result, head, applied_at)
+        return result, head
+
+    def _decide(self, conn: Connection, device_id: str, op: WireOp, clerk: Clerk | None) -> Any:
+        expected = hashlib.sha256(f"{op.kind}\n{op.payload}".encode()).hexdigest()
+        if expected != op.args_hash:
+            return Rejection(code="command_malformed", params={"detail": "args_hash"})
+        if _parse_time(op.at) is None:
+            return Rejection(code="command_malformed", params={"detail": "at"})
+        if clerk is None or not clerk.active:
+            return Rejection(code="clerk_unknown", params={"clerk_id": op.clerk_id})
+        try:
+            payload = json.loads(op.payload)
+            if not isinstance(payload, dict):
+                raise DomainError("command_malformed", detail="payload")
+            command = parse_command(op.kind, payload)
+        except json.JSONDecodeError:
+            return Rejection(code="command_malformed", params={"detail": "payload"})
+        except DomainError as exc:
+            return exc.rejection
+        ctx = OpContext(
+            actor=Actor(clerk.clerk_id, clerk.roles, device_id), at=op.at, op_id=op.op_id
+        )
+        return decide(ServerState(conn, self.policy), command, ctx)
+
+    def _record(
+        self,
+        conn: Connection,
+        device_id: str,
+        pushed_by: str,
+        op: WireOp,
+        result: OpResult,
+        head: int,
+        applied_at: str,
+    ) -> None:
+        conn.execute(
+            insert(ops).values(
+                op_id=op.op_id,
+                device_id=device_id,
+                client_seq=op.client_seq,
+                kind=op.kind,
+                args_hash=op.args_hash,
+                payload=op.payload,
+                clerk_id=op.clerk_id,
+                client_at=op.at,
+                hlc=op.hlc,
+                applied_at=applied_at,
+                pushed_by=pushed_by,
+                status=result.status,
+                code=result.code,
+                params=json.dumps(result.params, ensure_ascii=False),
+                result=json.dumps(result.result, ensure_ascii=False)
+                if result.result is not None
+                else None,
+                change_seq=head,
+            )
+        )
+
+    def _stored_result(self, known: Any, op: WireOp, device_id: str) -> OpResult:
+        if known.args_hash != op.args_hash or known.device_id != device_id:
+            return _rejected(op.op_id, Rejection(code="op_id_conflict"))
+        params = json.loads(known.params) if known.params else {}
+        rejection = Rejection(code=known.code, params=params) if known.code else None
+        return OpResult(
+            op_id=known.op_id,
+            status=known.status,
+            code=known.code,
+            params=params,
+            message_zh=rejection.message("zh") if rejection else None,
+            message_en=rejection.message("en") if rejection else None,
+            server_seq=known.change_seq,
+            result=json.loads(known.result) if known.result else None,
+        )
+
+    def _write_row(self, conn: Connection, row: Row, seq: int, op_id: str) -> None:
+        values = row.model_dump()
+        conn.execute(self._upserts[row.table], values)
+        conn.execute(
+            insert(change_log).values(
+                seq=seq,
+                table_name=row.table,
+                row_key=row.key_value,
+                row=json.dumps(values, ensure_ascii=False),
+                op_id=op_id,
+            )
+        )
+
+    def _upsert_statement(self, table_name: str) -> Any:
+        table = REPLICATED[table_name]
+        dialect_insert = sqlite.insert if is_sqlite(self.engine) else postgresql.insert
+        stmt = dialect_insert(table)
+        key = next(c for c in table.columns if c.primary_key)
+        return stmt.on_conflict_do_update(
+            index_elements=[key],
+            set_={c.name: stmt.excluded[c.name] for c in table.columns if not c.primary_key},
+        )
+
+    def _lock_head(self, conn: Connection) -> int:
+        query = select(counters.c.value).where(counters.c.name == CHANGE_SEQ)
+        if not is_sqlite(conn):
+            query = query.with_for_update()
+        return int(conn.execute(query).scalar_one())
+
+    def _device_last_seq(self, conn: Connection, device_id: str, through: int | None = None) -> int:
+        query = select(func.max(ops.c.client_seq)).where(ops.c.device_id == device_id)
+        if through is not None:
+            query = query.where(ops.c.change_seq <= through)
+        return int(conn.execute(query).scalar() or 0)
+
+    def _clerk(self, conn: Connection, clerk_id: str) -> Clerk | None:
+        row = conn.execute(select(clerks).where(clerks.c.clerk_id == clerk_id)).first()
+        if row is None:
+            return None
+        return Clerk(
+            clerk_id=row.clerk_id, roles=frozenset(json.loads(row.roles)), active=bool(row.active)
+        )
+
+    # -- pull ----------------------------------------------------------------
+
+    def epoch(self) -> str:
+        with self.engine.connect() as conn:
+            return str(conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one())
+
+    def pull(self, device_id: str, cursor: int, limit: int) -> PullResponse:
+        """Rows after ``cursor``, whole operations only (a page never splits one)."""
+        with self.engine.connect() as conn, conn.begin():
+            head = int(
+                conn.execute(
+                    select(counters.c.value).where(counters.c.name == CHANGE_SEQ)
+                ).scalar_one()
+            )
+            rows = list(
+                conn.execute(
+                    select(change_log)
+                    .where(change_log.c.seq > cursor)
+                    .order_by(change_log.c.seq)
+                    .limit(limit)
+                )
+            )
+            if len(rows) == limit and rows[-1].op_id is not None:
+                rows += list(
+                    conn.execute(
+                        select(change_log)
+                        .where(
+                            and_(
+                                change_log.c.seq > rows[-1].seq,
+                                change_log.c.op_id == rows[-1].op_id,
+                            )
+                        )
+                        .order_by(change_log.c.seq)
+                    )
+                )
+            next_cursor = rows[-1].seq if rows else max(cursor, 0)
+            if not rows and cursor > head:
+                next_cursor = cursor
+            device_last_seq = self._device_last_seq(conn, device_id, through=next_cursor)
+            epoch = str(
+                conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one()
+            )
+        changes = [
+            Change(
+                seq=r.seq,
+                table=r.table_name,
+                key=r.row_key,
+                row=json.loads(r.row) if r.row else None,
+            )
+            for r in rows
+        ]
+        return PullResponse(
+            changes=changes,
+            next_cursor=next_cursor,
+            head=head,
+            has_more=next_cursor < head,
+            epoch=epoch,
+            device_last_seq=device_last_seq,
+            server_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        )
+
+    # -- snapshot ------------------------------------------------------------
+
+    def snapshot(self, device_id: str) -> Iterator[bytes]:
+        """A consistent gzip'd NDJSON snapshot: a header (cursor, epoch), rows
+        in batches, and an end line with the row count and the SHA-256 of
+        every line before it."""
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # gzip container
+        digest = hashlib.sha256()
+        count = 0
+        conn = self.engine.connect()
+        if not is_sqlite(conn):
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        try:
+            with conn.begin():
+                head = int(
+                    conn.execute(
+                        select(counters.c.value).where(counters.c.name == CHANGE_SEQ)
+                    ).scalar_one()
+                )
+                header = SnapshotHeader(
+                    epoch=str(
+                        conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one()
+                    ),
+                    cursor=head,
+                    device_last_seq=self._device_last_seq(conn, device_id, through=head),
+                    created_at=utc_now(),
+                    tables=[rt.table for rt in ROW_TYPES],
+                )
+                line = (header.model_dump_json() + "\n").encode()
+                digest.update(line)
+                yield compressor.compress(line)
+                for row_type in ROW_TYPES:
+                    table = REPLICATED[row_type.table]
+                    result = conn.execution_options(yield_per=SNAPSHOT_BATCH).execute(
+                        select(table).order_by(table.c[row_type.key])
+                    )
+                    for partition in result.mappings().partitions():
+                        rows = [dict(r) for r in partition]
+                        count += len(rows)
+                        line = (
+                            json.dumps(
+                                {"type": "rows", "table": row_type.table, "rows": rows},
+                                ensure_ascii=False,
+                                separators=(",", ":"),
+                            )
+                            + "\n"
+                        ).encode()
+                        digest.update(line)
+                        chunk = compressor.compress(line)
+                        if chunk:
+                            yield chunk
+        finally:
+            conn.close()
+        end = json.dumps({"type": "end", "count": count, "sha256": digest.hexdigest()}) + "\n"
+        yield compressor.compress(end.encode())
+        yield compressor.flush()

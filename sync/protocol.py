@@ -1,0 +1,144 @@
+"""The wire protocol between workstation and central server.
+
+Shared by the server (FastAPI request/response models, hence the OpenAPI
+document) and the client, so both sides parse the same shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEVICE_HEADER = "X-Device-Token"
+MAX_OPS_PER_PUSH = 500
+MAX_PAYLOAD_CHARS = 16_384
+MAX_BODY_BYTES = 2_000_000
+PULL_LIMIT_MAX = 5_000
+
+OpStatus = Literal["applied", "applied_modified", "rejected", "needs_review", "deferred"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WireOp(_Model):
+    """One clerk action as recorded in the workstation's outbox; resent verbatim."""
+
+    op_id: str = Field(min_length=1, max_length=40)
+    client_seq: int = Field(ge=1, le=2**62)
+    kind: str = Field(min_length=1, max_length=40)
+    payload: str = Field(max_length=MAX_PAYLOAD_CHARS, description="the command as JSON text")
+    args_hash: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of kind + newline + payload"
+    )
+    clerk_id: str = Field(min_length=1, max_length=40)
+    at: str = Field(min_length=10, max_length=40, description="when the clerk acted (ISO 8601)")
+    hlc: str = Field(max_length=40)
+
+
+class PushRequest(_Model):
+    device_time: str = Field(
+        max_length=40, description="the workstation's wall clock now (ISO 8601)"
+    )
+    ops: list[WireOp] = Field(max_length=MAX_OPS_PER_PUSH)
+
+
+class OpResult(_Model):
+    op_id: str
+    status: OpStatus
+    code: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    message_zh: str | None = None
+    message_en: str | None = None
+    server_seq: int | None = Field(None, description="change-log head after this op")
+    result: dict[str, Any] | None = None
+
+
+class PushResponse(_Model):
+    results: list[OpResult]
+    epoch: str
+    server_time: str
+    clock_skew_s: float = Field(description="device clock minus server clock, seconds")
+    clock_skew_flagged: bool
+
+
+class Change(_Model):
+    seq: int
+    table: str
+    key: str
+    row: dict[str, Any] | None = Field(description="the whole row; null for a deletion")
+
+
+class PullResponse(_Model):
+    changes: list[Change]
+    next_cursor: int
+    head: int
+    has_more: bool
+    epoch: str
+    device_last_seq: int = Field(
+        description="last client_seq of this device whose rows are <= next_cursor"
+    )
+    server_time: str
+
+
+class EnrollRequest(_Model):
+    code: str = Field(min_length=4, max_length=64)
+    device_name: str = Field(min_length=1, max_length=80)
+
+
+class EnrollResponse(_Model):
+    device_id: str
+    device_token: str
+    epoch: str
+
+
+class LoginRequest(_Model):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class ClerkInfo(_Model):
+    clerk_id: str
+    username: str
+    name: str
+    roles: list[str]
+
+
+class LoginResponse(_Model):
+    session_token: str
+    expires_at: str
+    clerk: ClerkInfo
+    policy: dict[str, int]
+    server_time: str
+    epoch: str
+
+
+class LeaseRequest(_Model):
+    series: Literal["card", "receipt"]
+    count: int = Field(ge=1, le=10_000)
+
+
+class LeaseResponse(_Model):
+    lease_id: str
+    series: str
+    first: int
+    last: int
+    granted_at: str
+
+
+class SnapshotHeader(_Model):
+    type: Literal["header"] = "header"
+    epoch: str
+    cursor: int
+    device_last_seq: int
+    created_at: str
+    tables: list[str]
+
+
+class ErrorBody(_Model):
+    code: str
+    message_zh: str
+    message_en: str
+    detail: Any = None
