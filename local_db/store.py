@@ -31,12 +31,14 @@ from ulid import ULID
 from workstation.domain.commands import Command, Decision, decide, parse_command
 from workstation.domain.errors import DomainError, Rejection
 from workstation.domain.hlc import HybridClock
+from workstation.domain.ledger import deposit_account
 from workstation.domain.numbers import SERIES_NAMES, Series, number_for
-from workstation.domain.rows import ROW_TYPES, Row, columns_of
+from workstation.domain.rows import ROW_TYPES, PatientRow, Row, TransferRow, columns_of
 from workstation.domain.state import Actor, OpContext, Policy
 
 from .replica_state import ReplicaState
 from .schema import SEARCH_TRIGGERS, migrate, register_functions
+from .search import PatientHit, search_patients
 
 Clock = Callable[[], datetime]
 
@@ -82,6 +84,40 @@ class OutboxOp:
     state: str
     local_outcome: str
     attempts: int
+
+
+@dataclass(frozen=True)
+class CardLine:
+    card_no: str
+    status: str
+    issued_at: str
+    pending: bool
+
+
+@dataclass(frozen=True)
+class TransferLine:
+    transfer_id: str
+    kind: str
+    amount_fen: int
+    method: str
+    receipt_no: str | None
+    at: str
+    card_no: str | None
+    pending: bool
+
+
+@dataclass(frozen=True)
+class PatientView:
+    patient: PatientRow
+    pending: bool  # registered offline, not yet confirmed by the server
+    cards: list[CardLine]
+    transfers: list[TransferLine]
+    balance_fen: int  # what the clerk sees: confirmed + pending
+    confirmed_balance_fen: int  # what the server has confirmed
+
+    @property
+    def active_card(self) -> CardLine | None:
+        return next((c for c in self.cards if c.status == "active"), None)
 
 
 @dataclass(frozen=True)
@@ -166,6 +202,7 @@ class LocalStore:
         self._tables = {rt.table: _TableSql(rt) for rt in ROW_TYPES}
         self._policy: Policy | None = None
         self._fail_before_outbox: Callable[[], None] | None = None  # tests inject faults here
+        self._rebase_due = False  # an op left the view since the last rebase
 
     def close(self) -> None:
         with self.lock:
@@ -356,8 +393,18 @@ class LocalStore:
     ) -> int:
         """Apply pulled rows ``(table, row or None for a deletion, key)``, advance
         the cursor and rebase, in one transaction. Returns rows applied."""
+        changes = list(changes)
+        if (
+            not changes
+            and not self._rebase_due
+            and self.get_meta("cursor") == str(next_cursor)
+            and self.get_meta("device_last_seq") == str(device_last_seq)
+            and self.get_meta("epoch") == epoch
+        ):
+            return 0  # nothing new: no write, no fsync
         count = 0
         with self.transaction():
+            self._rebase_due = False
             self._undo_pending()
             for table, row, key in changes:
                 sql = self._tables.get(table)
@@ -400,7 +447,7 @@ class LocalStore:
             self.conn.execute("DROP TRIGGER IF EXISTS patients_search_insert")
             self.conn.execute("DROP TRIGGER IF EXISTS patients_search_delete")
             self.conn.execute("DROP TRIGGER IF EXISTS patients_search_update")
-            self.conn.execute("INSERT INTO patient_search (patient_search) VALUES ('delete-all')")
+            self.conn.execute("DELETE FROM patient_search")
             for row_type in ROW_TYPES:
                 self.conn.execute(f"DELETE FROM {row_type.table}")
             for table, rows in batches:
@@ -483,7 +530,7 @@ class LocalStore:
                     )
                     kind = "rejected" if res.status == "rejected" else "needs_review"
                     self._open_issue(res.op_id, kind, res.code or res.status, res.params or {}, op)
-                    left_view = True
+                    left_view = self._rebase_due = True
                 # "deferred": the server wants earlier ops first; stays pending
         return left_view
 
@@ -548,6 +595,84 @@ class LocalStore:
                 (clerk_id, now, resolution, now, issue_id),
             )
         return cur.rowcount == 1
+
+    # -- reads for the screens -----------------------------------------------
+
+    def search(self, query: str, limit: int = 20) -> list[PatientHit]:
+        with self.lock:
+            return search_patients(self.conn, query, limit)
+
+    def patient_view(self, patient_id: str, transfers: int = 10) -> PatientView | None:
+        """The patient as the clerk sees them: confirmed state plus pending ops."""
+        with self.lock:
+            patient = self.state.get_patient(patient_id)
+            if patient is None:
+                return None
+            pending = self.conn.execute(
+                "SELECT pending_op FROM patients WHERE patient_id = ?", (patient.patient_id,)
+            ).fetchone()[0]
+            cards = [
+                CardLine(card_no=r[0], status=r[1], issued_at=r[2], pending=r[3] is not None)
+                for r in self.conn.execute(
+                    "SELECT card_no, status, issued_at, pending_op FROM cards WHERE patient_id = ? "
+                    "ORDER BY issued_at DESC",
+                    (patient.patient_id,),
+                )
+            ]
+            recent = [
+                TransferLine(
+                    transfer_id=r[0],
+                    kind=r[1],
+                    amount_fen=r[2],
+                    method=r[3],
+                    receipt_no=r[4],
+                    at=r[5],
+                    card_no=r[6],
+                    pending=r[7] is not None,
+                )
+                for r in self.conn.execute(
+                    "SELECT transfer_id, kind, amount_fen, method, receipt_no, at, card_no, pending_op "
+                    "FROM transfers WHERE patient_id = ? ORDER BY at DESC, transfer_id DESC LIMIT ?",
+                    (patient.patient_id, transfers),
+                )
+            ]
+            balance = self.state.account_balance(deposit_account(patient.patient_id))
+            confirmed = self.conn.execute(
+                "SELECT COALESCE(SUM(CASE WHEN credit_account = ? THEN amount_fen ELSE -amount_fen END), 0) "
+                "FROM transfers WHERE (credit_account = ? OR debit_account = ?) AND pending_op IS NULL",
+                (deposit_account(patient.patient_id),) * 3,
+            ).fetchone()[0]
+        return PatientView(
+            patient=patient,
+            pending=pending is not None,
+            cards=cards,
+            transfers=recent,
+            balance_fen=balance,
+            confirmed_balance_fen=int(confirmed),
+        )
+
+    def transfer_by_receipt(self, receipt_no: str) -> TransferRow | None:
+        with self.lock:
+            row = self.conn.execute(
+                f"SELECT {', '.join(self._tables['transfers'].columns)} FROM transfers WHERE receipt_no = ?",
+                (receipt_no,),
+            ).fetchone()
+        return TransferRow.model_construct(**dict(row)) if row is not None else None
+
+    def op_answer(self, op_id: str) -> tuple[str | None, dict[str, Any] | None]:
+        """(outbox state, the server's answer if any) for one op."""
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT state, server_result FROM outbox WHERE op_id = ?", (op_id,)
+            ).fetchone()
+        if row is None:
+            return None, None
+        return row[0], json.loads(row[1]) if row[1] else None
+
+    def is_confirmed(self, op_id: str) -> bool:
+        with self.lock:
+            row = self.conn.execute("SELECT state FROM outbox WHERE op_id = ?", (op_id,)).fetchone()
+        return row is not None and row[0] == CONFIRMED
 
     # -- status --------------------------------------------------------------
 

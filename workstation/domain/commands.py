@@ -109,7 +109,22 @@ class TopUp(Command):
     receipt_no: str
 
 
-COMMANDS: dict[str, type[Command]] = {c.kind: c for c in (RegisterPatient, IssueCard, TopUp)}
+class CancelCard(Command):
+    """Withdraw a card for good (damaged, retained, fraud). The balance stays
+    in the patient's deposit account; the patient can be issued a new card.
+    A supervisor's decision."""
+
+    kind: ClassVar[str] = "cancel_card"
+    roles: ClassVar[frozenset[str]] = frozenset({"supervisor", "admin"})
+    names: ClassVar[tuple[str, str]] = ("注销卡", "cancel card")
+
+    card_no: str
+    reason: str
+
+
+COMMANDS: dict[str, type[Command]] = {
+    c.kind: c for c in (RegisterPatient, IssueCard, TopUp, CancelCard)
+}
 
 
 class Decision(BaseModel):
@@ -331,7 +346,24 @@ def _decide_top_up(state: DeskState, cmd: TopUp, ctx: OpContext) -> Outcome:
     )
 
 
+def _decide_cancel_card(state: DeskState, cmd: CancelCard, ctx: OpContext) -> Outcome:
+    if not is_card_no(cmd.card_no):
+        raise DomainError("card_format", card_no=cmd.card_no[:40])
+    card = state.get_card(cmd.card_no)
+    if card is None:
+        raise DomainError("card_unknown", card_no=cmd.card_no)
+    if card.status == CardStatus.CANCELLED:
+        zh, en = CardStatus.CANCELLED.names
+        raise DomainError("card_not_active", card_no=cmd.card_no, status_zh=zh, status_en=en)
+    reason = clean_address(cmd.reason)  # free text: same rules as an address line
+    cancelled = card.model_copy(
+        update={"status": CardStatus.CANCELLED.value, "status_changed_at": ctx.at}
+    )
+    return Decision(rows=[cancelled], result={"card_no": card.card_no, "reason": reason})
+
+
 _DECIDERS: dict[str, Callable[[DeskState, Any, OpContext], Outcome]] = {
+    CancelCard.kind: _decide_cancel_card,
     RegisterPatient.kind: _decide_register,
     IssueCard.kind: _decide_issue_card,
     TopUp.kind: _decide_top_up,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 
 class HybridClock:
@@ -32,6 +33,14 @@ class HybridClock:
         with self._lock:
             if ms > self._last_ms or (ms == self._last_ms and counter > self._counter):
                 self._last_ms, self._counter = ms, counter
+
+    def observe_wall(self, iso_time: str) -> None:
+        """Move forward past a wall-clock time seen from elsewhere (ISO 8601)."""
+        try:
+            ms = int(datetime.fromisoformat(iso_time).timestamp() * 1000)
+        except ValueError:
+            return
+        self.observe(format_hlc(ms, 0))
 
 
 def format_hlc(ms: int, counter: int) -> str:

@@ -1,0 +1,190 @@
+"""The workstation's HTTP client for the central server (httpx, async).
+
+Failures are sorted into what the sync engine does about them:
+:class:`Offline` (cannot reach the server: back off and retry),
+:class:`ServerBusy` (503 or another 5xx: back off and retry),
+:class:`Unauthorised` (401: log in again), :class:`Refused` (any other 4xx:
+a clear message for the clerk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from .protocol import (
+    DEVICE_HEADER,
+    EnrollRequest,
+    EnrollResponse,
+    LeaseRequest,
+    LeaseResponse,
+    LoginRequest,
+    LoginResponse,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+)
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class SyncError(Exception):
+    def __init__(
+        self, code: str, message_zh: str, message_en: str, status: int | None = None
+    ) -> None:
+        super().__init__(message_en)
+        self.code, self.message_zh, self.message_en, self.status = (
+            code,
+            message_zh,
+            message_en,
+            status,
+        )
+
+    def message(self, lang: str) -> str:
+        return self.message_en if lang.startswith("en") else self.message_zh
+
+
+class Offline(SyncError):
+    pass
+
+
+class ServerBusy(SyncError):
+    pass
+
+
+class Unauthorised(SyncError):
+    pass
+
+
+class Refused(SyncError):
+    pass
+
+
+class SyncClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        device_token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.device_token = device_token
+        self.session_token: str | None = None
+        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.device_token:
+            headers[DEVICE_HEADER] = self.device_token
+        if self.session_token:
+            headers["Authorization"] = f"Bearer {self.session_token}"
+        return headers
+
+    async def _request(
+        self, method: str, path: str, json_body: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        headers = self._headers()
+        if json_body:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = await self._http.request(method, path, headers=headers, **kwargs)
+        except (httpx.TransportError, OSError) as exc:
+            raise Offline(
+                "offline",
+                "无法连接中心服务器。",
+                f"Cannot reach the central server ({type(exc).__name__}).",
+            ) from exc
+        _raise_for(response)
+        return response
+
+    async def _call(self, method: str, path: str, model: type[T], **kwargs: Any) -> T:
+        response = await self._request(method, path, **kwargs)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ServerBusy(
+                "bad_response", "服务器应答无法识别。", "The server's answer was not understood."
+            ) from exc
+
+    async def health(self) -> dict[str, Any]:
+        response = await self._request("GET", "/health")
+        return dict(response.json())
+
+    async def enroll(self, code: str, device_name: str) -> EnrollResponse:
+        body = EnrollRequest(code=code, device_name=device_name).model_dump()
+        return await self._call("POST", "/devices/enroll", EnrollResponse, json=body)
+
+    async def login(self, username: str, password: str) -> LoginResponse:
+        body = LoginRequest(username=username, password=password).model_dump()
+        answer = await self._call("POST", "/auth/login", LoginResponse, json=body)
+        self.session_token = answer.session_token
+        return answer
+
+    async def logout(self) -> None:
+        if self.session_token:
+            try:
+                await self._request("POST", "/auth/logout")
+            finally:
+                self.session_token = None
+
+    async def lease(self, series: str, count: int) -> LeaseResponse:
+        body = LeaseRequest(series=series, count=count).model_dump()  # type: ignore[arg-type]
+        return await self._call("POST", "/leases/numbers", LeaseResponse, json=body)
+
+    async def push(self, request: PushRequest) -> PushResponse:
+        return await self._call(
+            "POST",
+            "/sync/push",
+            PushResponse,
+            content=request.model_dump_json().encode(),
+            json_body=True,
+        )
+
+    async def pull(self, cursor: int, limit: int) -> PullResponse:
+        return await self._call(
+            "GET", "/sync/pull", PullResponse, params={"cursor": cursor, "limit": limit}
+        )
+
+    async def snapshot(self) -> AsyncIterator[bytes]:
+        """The snapshot as raw (gzip'd) chunks."""
+        try:
+            async with self._http.stream(
+                "GET", "/sync/snapshot", headers=self._headers()
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for(response)
+                async for chunk in response.aiter_raw():
+                    yield chunk
+        except (httpx.TransportError, OSError) as exc:
+            raise Offline(
+                "offline", "无法连接中心服务器。", "Cannot reach the central server."
+            ) from exc
+
+
+def _raise_for(response: httpx.Response) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    try:
+        body = response.json()
+        code, zh, en = body["code"], body["message_zh"], body["message_en"]
+    except (ValueError, KeyError, TypeError):
+        code, zh, en = (
+            f"http_{status}",
+            f"服务器返回错误 {status}。",
+            f"The server answered {status}.",
+        )
+    if status == 401:
+        raise Unauthorised(code, zh, en, status)
+    if status >= 500 or status == 429:
+        raise ServerBusy(code, zh, en, status)
+    raise Refused(code, zh, en, status)

@@ -1,0 +1,330 @@
+"""The sync engine: runs in the background and never loses an operation.
+
+One cycle: push every pending operation (oldest first, in batches), then pull
+until caught up, rebasing the local view, then top up the number blocks.
+Failures back off exponentially with full jitter; a local command pokes the
+engine so that, online, its operation leaves within a moment. SQLite work runs
+in a thread so the clerk's screen never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from local_db.store import LocalStore, ServerResult
+from workstation.domain.numbers import Series
+
+from .client import Offline, Refused, SyncClient, SyncError, Unauthorised
+from .protocol import PushRequest, WireOp
+from .snapshot import read_snapshot
+
+log = logging.getLogger(__name__)
+
+# (refill when fewer than this many are left, how many to ask for)
+NUMBER_STOCK: dict[Series, tuple[int, int]] = {Series.CARD: (50, 200), Series.RECEIPT: (200, 1000)}
+
+
+class NotLoggedIn(Exception):
+    """No clerk session with the server: nothing can be pushed or pulled yet."""
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    online: bool | None = None  # None until the first attempt
+    has_session: bool = False
+    last_success_at: datetime | None = None
+    error_code: str | None = None
+    error_zh: str | None = None
+    error_en: str | None = None
+    failures: int = 0
+    retry_in_s: float | None = None
+    clock_skew_s: float = 0.0
+    clock_skew_flagged: bool = False
+    busy: str | None = None  # "bootstrap" while loading a snapshot
+
+
+@dataclass
+class SyncReport:
+    pushed: int = 0
+    rejected: int = 0
+    pulled: int = 0
+    bootstrapped: bool = False
+    leased: list[str] = field(default_factory=list)
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        store: LocalStore,
+        client: SyncClient,
+        *,
+        reauthenticate: Callable[[], Awaitable[bool]] | None = None,
+        on_status: Callable[[SyncStatus], None] | None = None,
+        on_issues: Callable[[int], None] | None = None,
+        rng: random.Random | None = None,
+        push_batch: int = 200,
+        pull_limit: int = 1000,
+        interval_s: float = 3.0,
+        base_delay_s: float = 1.0,
+        max_delay_s: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.reauthenticate = reauthenticate
+        self.on_status = on_status
+        self.on_issues = on_issues
+        self.rng = rng or random.Random()
+        self.push_batch = push_batch
+        self.pull_limit = pull_limit
+        self.interval_s = interval_s
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.status = SyncStatus(has_session=client.session_token is not None)
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self._cycle_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- status --------------------------------------------------------------
+
+    def _set_status(self, **changes: Any) -> None:
+        self.status = replace(self.status, **changes)
+        if self.on_status is not None:
+            self.on_status(self.status)
+
+    def backoff_delay(self, failures: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^(failures-1))]."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * (2 ** max(failures - 1, 0)))
+        return self.rng.uniform(0, ceiling)
+
+    # -- the loop ------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Sync soon: a clerk just committed an operation. Safe from any thread."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(self._wake.set)
+        else:
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.poke()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        while not self._stopped:
+            delay = self.interval_s
+            try:
+                await self.sync_once()
+            except NotLoggedIn:
+                self._set_status(has_session=False, retry_in_s=None)
+            except SyncError as exc:
+                failures = self.status.failures + 1
+                delay = self.backoff_delay(failures)
+                self._set_status(
+                    online=not isinstance(exc, Offline),
+                    has_session=not isinstance(exc, Unauthorised)
+                    and self.client.session_token is not None,
+                    error_code=exc.code,
+                    error_zh=exc.message_zh,
+                    error_en=exc.message_en,
+                    failures=failures,
+                    retry_in_s=round(delay, 1),
+                )
+            except Exception as exc:  # never let the engine die: the outbox waits
+                log.exception("sync cycle failed")
+                failures = self.status.failures + 1
+                delay = self.backoff_delay(failures)
+                self._set_status(
+                    error_code="internal",
+                    error_zh=f"同步出错：{exc}",
+                    error_en=f"Sync failed: {exc}",
+                    failures=failures,
+                    retry_in_s=round(delay, 1),
+                )
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    async def sync_once(self) -> SyncReport:
+        async with self._cycle_lock:
+            return await self._cycle()
+
+    async def _cycle(self) -> SyncReport:
+        if self.client.session_token is None:
+            if self.reauthenticate is None or not await self.reauthenticate():
+                raise NotLoggedIn
+        report = SyncReport()
+        try:
+            if await asyncio.to_thread(self.store.get_meta, "epoch") is None:
+                await self.bootstrap()
+                report.bootstrapped = True
+            await self._push_all(report)
+            await self._pull_all(report)
+            await self._replenish_numbers(report)
+        except Unauthorised:
+            self.client.session_token = None
+            raise
+        self._set_status(
+            online=True,
+            has_session=True,
+            last_success_at=datetime.now().astimezone(),
+            error_code=None,
+            error_zh=None,
+            error_en=None,
+            failures=0,
+            retry_in_s=None,
+        )
+        if report.rejected and self.on_issues is not None:
+            self.on_issues(report.rejected)
+        return report
+
+    # -- push ----------------------------------------------------------------
+
+    async def _push_all(self, report: SyncReport) -> None:
+        while True:
+            batch = await asyncio.to_thread(self.store.ops_to_push, self.push_batch)
+            if not batch:
+                return
+            await asyncio.to_thread(self.store.note_attempt, [op.op_id for op in batch])
+            request = PushRequest(
+                device_time=self.store.clock().isoformat(timespec="milliseconds"),
+                ops=[
+                    WireOp(
+                        op_id=op.op_id,
+                        client_seq=op.client_seq,
+                        kind=op.kind,
+                        payload=op.payload,
+                        args_hash=op.args_hash,
+                        clerk_id=op.clerk_id,
+                        at=op.at,
+                        hlc=op.hlc,
+                    )
+                    for op in batch
+                ],
+            )
+            answer = await self.client.push(request)
+            results = [
+                ServerResult(
+                    op_id=r.op_id,
+                    status=r.status,
+                    code=r.code,
+                    params=r.params,
+                    server_seq=r.server_seq,
+                    result=r.result,
+                )
+                for r in answer.results
+            ]
+            await asyncio.to_thread(self.store.record_results, results)
+            self._set_status(
+                clock_skew_s=answer.clock_skew_s, clock_skew_flagged=answer.clock_skew_flagged
+            )
+            report.pushed += sum(1 for r in results if r.status in ("applied", "applied_modified"))
+            report.rejected += sum(1 for r in results if r.status in ("rejected", "needs_review"))
+            if any(r.status == "deferred" for r in results):
+                return  # the server wants something else first; the next cycle retries
+
+    # -- pull ----------------------------------------------------------------
+
+    async def _pull_all(self, report: SyncReport) -> None:
+        cursor = int(await asyncio.to_thread(self.store.get_meta, "cursor", "0") or 0)
+        epoch = await asyncio.to_thread(self.store.get_meta, "epoch")
+        while True:
+            page = await self.client.pull(cursor, self.pull_limit)
+            if epoch is not None and page.epoch != epoch:
+                log.warning("server epoch changed (%s -> %s): re-bootstrapping", epoch, page.epoch)
+                await self.bootstrap()
+                report.bootstrapped = True
+                return
+            self.store.hlc.observe_wall(page.server_time)
+            changes = [(c.table, c.row, c.key) for c in page.changes]
+            report.pulled += await asyncio.to_thread(
+                self.store.apply_pull,
+                changes,
+                next_cursor=page.next_cursor,
+                epoch=page.epoch,
+                device_last_seq=page.device_last_seq,
+            )
+            cursor = page.next_cursor
+            if not page.has_more:
+                return
+
+    # -- bootstrap -----------------------------------------------------------
+
+    async def bootstrap(self) -> int:
+        """Load the server's snapshot; the outbox is kept and replayed on top."""
+        self._set_status(busy="bootstrap")
+        directory = (
+            os.path.dirname(os.path.abspath(self.store.path))
+            if self.store.path != ":memory:"
+            else None
+        )
+        fd, path = tempfile.mkstemp(prefix="snapshot-", suffix=".ndjson.gz", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in self.client.snapshot():
+                    out.write(chunk)
+            return await asyncio.to_thread(self._load_snapshot_file, path)
+        finally:
+            os.unlink(path)
+            self._set_status(busy=None)
+
+    def _load_snapshot_file(self, path: str) -> int:
+        def chunks() -> Iterator[bytes]:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    yield block
+
+        items = read_snapshot(chunks())
+        header = next(items)
+        if header.get("type") != "header":
+            raise ValueError("snapshot has no header")
+
+        def batches() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+            for item in items:
+                if item.get("type") == "rows":
+                    yield item["table"], item["rows"]
+
+        return self.store.load_snapshot(
+            batches(),
+            cursor=int(header["cursor"]),
+            epoch=str(header["epoch"]),
+            device_last_seq=int(header["device_last_seq"]),
+        )
+
+    # -- number blocks -------------------------------------------------------
+
+    async def _replenish_numbers(self, report: SyncReport) -> None:
+        for series, (low, count) in NUMBER_STOCK.items():
+            left = await asyncio.to_thread(self.store.numbers_left, series)
+            if left >= low:
+                continue
+            try:
+                lease = await self.client.lease(series.value, count)
+            except Refused as exc:
+                log.warning("no %s numbers leased: %s", series.value, exc)
+                continue
+            await asyncio.to_thread(
+                self.store.add_lease,
+                lease.lease_id,
+                lease.series,
+                lease.first,
+                lease.last,
+                lease.granted_at,
+            )
+            report.leased.append(f"{lease.series}:{lease.first}-{lease.last}")

@@ -1,0 +1,55 @@
+"""Shared fixtures: a real central server (SQLite file, or PostgreSQL when
+WORKSTATION_TEST_PG_URL is set) reached in-process through httpx's ASGI
+transport, and workstations with their own replica, client and sync engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Central
+
+PG_URL = os.environ.get("WORKSTATION_TEST_PG_URL")
+PG_SKIP_REASON = (
+    "PostgreSQL tests are off: set WORKSTATION_TEST_PG_URL "
+    "(e.g. postgresql://postgres@127.0.0.1:5432/test; .ci/run does)"
+)
+
+
+def _url(kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/central.db"
+    if not PG_URL:
+        pytest.skip(PG_SKIP_REASON)
+    from server.db import make_engine, metadata
+
+    engine = make_engine(PG_URL)
+    metadata.drop_all(engine)
+    engine.dispose()
+    return PG_URL
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url(request.param, tmp_path)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return _url("sqlite", tmp_path)
+
+
+@pytest.fixture
+def central(db_url: str):
+    c = Central(db_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def central_sqlite(sqlite_url: str):
+    c = Central(sqlite_url)
+    yield c
+    c.close()
