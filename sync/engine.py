@@ -10,6 +10,7 @@ in a thread so the clerk's screen never waits on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -156,19 +157,18 @@ class SyncEngine:
                     retry_in_s=round(delay, 1),
                 )
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
 
     async def sync_once(self) -> SyncReport:
         async with self._cycle_lock:
             return await self._cycle()
 
     async def _cycle(self) -> SyncReport:
-        if self.client.session_token is None:
-            if self.reauthenticate is None or not await self.reauthenticate():
-                raise NotLoggedIn
+        if self.client.session_token is None and (
+            self.reauthenticate is None or not await self.reauthenticate()
+        ):
+            raise NotLoggedIn
         report = SyncReport()
         try:
             if await asyncio.to_thread(self.store.get_meta, "epoch") is None:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from local_db.store import LocalStore
 from server.db import REPLICATED, ops, transfers
+from sync.client import Offline
 from tests.harness import Central, Station
 from workstation.desk import RegistrationForm
 from workstation.domain.rows import ROW_TYPES
@@ -92,7 +93,7 @@ async def test_offline_and_online_work_converge(
     assert view is not None and view.pending and view.balance_fen == 5000 + 10050 + 2000
     assert view.confirmed_balance_fen == 0
     assert a.store.outbox_stats().pending == 4
-    with pytest.raises(Exception):
+    with pytest.raises(Offline):
         await a.engine.sync_once()  # offline: fails, loses nothing
     assert a.store.outbox_stats().pending == 4
 
@@ -147,7 +148,7 @@ async def test_lost_push_response_is_retried_and_applied_once(
     reg = await a.desk.register_patient(ZHANG)
     card = await a.desk.issue_card(reg.patient_id, "50", "cash")
     await a.desk.top_up(card.card_no, "88", "cash")
-    with pytest.raises(Exception):
+    with pytest.raises(Offline):
         await a.engine.sync_once()
     assert faulty.dropped == 1
     assert a.store.outbox_stats().pending == 3  # the client never heard back

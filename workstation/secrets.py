@@ -9,6 +9,7 @@ only by its owner.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -102,10 +103,8 @@ class KeyringSecretStore:
         self._call(self._keyring.set_password, f"{SERVICE}:{self.namespace}", name, value)
 
     def delete(self, name: str) -> None:
-        try:
+        with contextlib.suppress(Exception):  # keyring raises PasswordDeleteError when absent
             self._call(self._keyring.delete_password, f"{SERVICE}:{self.namespace}", name)
-        except Exception:  # keyring raises PasswordDeleteError when absent
-            pass
 
 
 def _is_insecure(backend: object) -> bool:
