@@ -260,6 +260,14 @@ class LocalStore:
             ).fetchone()
         return int(row[0])
 
+    def peek_number(self, series: Series) -> str | None:
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT next FROM leases WHERE series = ? AND next <= last ORDER BY first LIMIT 1",
+                (series.value,),
+            ).fetchone()
+        return number_for(series, int(row[0])) if row is not None else None
+
     def take_number(self, series: Series) -> str:
         """The next unused number of a leased block. Call inside the command's
         transaction, so a rejected command gives the number back."""

@@ -44,6 +44,7 @@ from workstation.receipts import Receipt
 log = logging.getLogger(__name__)
 
 _hasher = PasswordHasher()
+CASHIER_ROLES = frozenset({"cashier", "supervisor"})  # who opens the cashier desk
 ACK_WAIT_S = 2.0  # online, wait this long for the server before printing a receipt
 
 
@@ -343,6 +344,24 @@ class Desk:
 
     def may(self, command_roles: frozenset[str]) -> bool:
         return self.clerk is not None and self.clerk.has_any(command_roles)
+
+    # -- what the clerk typed -----------------------------------------------
+
+    def parse_amount(self, text: str) -> int:
+        """Fen from a typed yuan amount, or DomainError with the reason."""
+        return parse_amount(text, limit_fen=self.policy.max_amount_fen)
+
+    @staticmethod
+    def parse_card(text: str) -> str:
+        return parse_card_no(text)
+
+    @staticmethod
+    def derive_from_national_id(doc_no: str) -> tuple[str, str] | None:
+        return derive_from_national_id(doc_no)
+
+    def next_card_no(self) -> str | None:
+        """The card number the next issue will take from this workstation's block."""
+        return self.store.peek_number(Series.CARD)
 
     # -- reads -------------------------------------------------------------
 

@@ -1,0 +1,239 @@
+"""The cashier desk: find the patient (search as you type, or swipe), then
+register, issue a card with a first prepayment, or top up."""
+
+from __future__ import annotations
+
+import time
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Input, Label, Static
+
+from workstation.desk import Done, PatientHit, PatientView
+from workstation.domain.errors import DomainError
+from workstation.scan import BurstDetector, Scan, classify
+
+from .base import DeskScreen
+from .forms import IssueCardScreen, ReceiptScreen, RegisterPatientScreen, TopUpScreen
+from .widgets import PatientPanel, StatusBar
+
+SEARCH_LIMIT = 50
+SEARCH_DEBOUNCE_S = 0.12
+BURST_SETTLE_S = 0.08
+
+
+class CashierScreen(DeskScreen[None]):
+    BINDINGS = [
+        Binding("f2", "register", "key.register", id="register"),
+        Binding("f3", "issue_card", "key.issue_card", id="issue_card"),
+        Binding("f4", "top_up", "key.top_up", id="top_up"),
+        Binding("f5", "focus_search", "key.search", id="search"),
+        Binding("escape", "back", "key.back", id="back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view: PatientView | None = None
+        self._burst = BurstDetector()
+        self._search_timer: Timer | None = None
+        self._hits: list[PatientHit] = []
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Label(self.t("cashier.title"), classes="title", id="cashier-title")
+        yield Input(placeholder=self.t("cashier.search"), id="search", max_length=80)
+        yield Static("", classes="hint", id="results-info")
+        with Horizontal(id="cashier-body"):
+            yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
+            yield PatientPanel(id="patient")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._set_columns()
+        self.query_one(PatientPanel).show(None, self.i18n)
+        self.query_one("#search", Input).focus()
+        self.set_interval(2.0, self._refresh_patient)
+
+    def _set_columns(self) -> None:
+        table = self.query_one("#results", DataTable)
+        table.clear(columns=True)
+        for key in ("col.name", "col.sex", "col.birth", "col.doc", "col.phone", "col.card", "col.state"):
+            table.add_column(self.t(key), key=key)
+
+    def apply_language(self) -> None:
+        super().apply_language()
+        self.query_one("#cashier-title", Label).update(self.t("cashier.title"))
+        self.query_one("#search", Input).placeholder = self.t("cashier.search")
+        self._set_columns()
+        self._show_hits(self._hits)
+        self.query_one(PatientPanel).show(self.view, self.i18n)
+
+    # -- search ----------------------------------------------------------------
+
+    @on(Input.Changed, "#search")
+    def _query_changed(self, event: Input.Changed) -> None:
+        self._burst.feed(event.value, time.monotonic())
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        delay = BURST_SETTLE_S if self._burst.is_burst() else SEARCH_DEBOUNCE_S
+        self._search_timer = self.set_timer(delay, self._search_now)
+
+    def _search_now(self) -> None:
+        query = self.query_one("#search", Input).value
+        if self._burst.is_burst():
+            scan = classify(query)
+            if scan is not None:
+                self._burst.reset()
+                self._open_scan(scan)
+                return
+        self._search(query)
+
+    @on(Input.Submitted, "#search")
+    def _query_submitted(self, event: Input.Submitted) -> None:
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        scan = classify(event.value)
+        if scan is not None:
+            self._burst.reset()
+            self._open_scan(scan)
+            return
+        self._search(event.value, then_focus=True)
+
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
+    def _search(self, query: str, then_focus: bool = False) -> None:
+        hits = self.desk.search(query, SEARCH_LIMIT) if query.strip() else []
+        self.app.call_from_thread(self._show_hits, hits, query, then_focus)
+
+    def _show_hits(self, hits: list[PatientHit], query: str | None = None, then_focus: bool = False) -> None:
+        self._hits = hits
+        table = self.query_one("#results", DataTable)
+        with self.app.batch_update():
+            table.clear()
+            for hit in hits:
+                state = self.t("patient.pending_mark") if hit.pending else ""
+                table.add_row(
+                    hit.name, self.i18n.sex(hit.sex), hit.birth_date, hit.doc_no, hit.phone,
+                    hit.card_no or "", state, key=hit.patient_id,
+                )
+        info = self.query_one("#results-info", Static)
+        text = self.query_one("#search", Input).value if query is None else query
+        if not text.strip():
+            info.update("")
+        elif hits:
+            info.update(self.t("cashier.results", count=len(hits), limit=SEARCH_LIMIT))
+        else:
+            info.update(self.t("cashier.no_results"))
+        if then_focus and hits:
+            table.focus()
+
+    @on(DataTable.RowSelected, "#results")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.open_patient(event.row_key.value)
+
+    @on(DataTable.RowHighlighted, "#results")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value:
+            self.open_patient(event.row_key.value)
+
+    # -- the patient ---------------------------------------------------------
+
+    def open_patient(self, patient_id: str) -> None:
+        self._load_patient(patient_id)
+
+    @work(thread=True, exclusive=True, group="patient", exit_on_error=False)
+    def _load_patient(self, patient_id: str) -> None:
+        view = self.desk.patient(patient_id)
+        self.app.call_from_thread(self._show_patient, view)
+
+    def _show_patient(self, view: PatientView | None) -> None:
+        self.view = view
+        self.query_one(PatientPanel).show(view, self.i18n)
+        self.refresh_bindings()
+
+    def _refresh_patient(self) -> None:
+        if self.view is not None and self.app.screen is self:
+            self._load_patient(self.view.patient.patient_id)
+
+    @work(thread=True, exclusive=True, group="patient", exit_on_error=False)
+    def _open_scan(self, scan: Scan) -> None:
+        try:
+            if scan.kind == "card":
+                view: PatientView | None = self.desk.patient_by_card(scan.value)
+            else:
+                view = self.desk.patient_by_national_id(scan.value)
+        except DomainError as exc:
+            self.app.call_from_thread(self.notify, self.explain(exc), severity="error")
+            return
+        if view is None:  # an ID card of someone not yet registered: register them
+            self.app.call_from_thread(self._register, scan.value, scan.name)
+            return
+        self.app.call_from_thread(self._scanned, view)
+
+    def _scanned(self, view: PatientView) -> None:
+        self.query_one("#search", Input).value = ""
+        self._show_patient(view)
+
+    # -- actions -------------------------------------------------------------
+
+    def action_focus_search(self) -> None:
+        search = self.query_one("#search", Input)
+        search.focus()
+        search.select_all() if hasattr(search, "select_all") else None
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_register(self) -> None:
+        self._register("", "")
+
+    def _register(self, doc_no: str, name: str) -> None:
+        self.app.push_screen(RegisterPatientScreen(doc_no, name), self._registered)
+
+    def _registered(self, done: Done | None) -> None:
+        if done is None:
+            return
+        view = self.desk.patient(done.patient_id)
+        name = view.patient.name if view else ""
+        key = "done.mapped" if done.mapped else "done.registered"
+        self._announce(done, self.t(key, name=name))
+        self._show_patient(view)
+
+    def action_issue_card(self) -> None:
+        if self.view is None:
+            self.notify(self.t("need.patient"), severity="warning")
+            return
+        self.app.push_screen(IssueCardScreen(self.view), self._money_done)
+
+    def action_top_up(self) -> None:
+        if self.view is None:
+            self.notify(self.t("need.patient"), severity="warning")
+            return
+        card = self.view.active_card
+        if card is None:
+            self.notify(self.t("need.card"), severity="warning")
+            return
+        self.app.push_screen(TopUpScreen(self.view, card.card_no), self._money_done)
+
+    def _money_done(self, done: Done | None) -> None:
+        if done is None:
+            return
+        if done.kind == "issue_card":
+            self._announce(done, self.t("done.card", card_no=done.card_no))
+        elif done.receipt is not None:
+            self._announce(done, self.t("done.top_up", receipt_no=done.receipt.receipt_no))
+        self._show_patient(self.desk.patient(done.patient_id))
+        if done.receipt is not None and done.receipt_path is not None:
+            self.app.push_screen(ReceiptScreen(done.receipt, str(done.receipt_path)))
+
+    def _announce(self, done: Done, text: str) -> None:
+        if done.rejection is not None:
+            self.notify(self.t("done.refused", reason=self.i18n.rejection(done.rejection)), severity="error",
+                        timeout=15)
+            return
+        if not done.confirmed:
+            text += self.t("done.offline_note")
+        self.notify(text)

@@ -1,0 +1,297 @@
+"""The cashier's forms: register a patient, issue a card, top up; a
+confirmation before money changes hands; the receipt afterwards.
+
+A form validates through the desk (the domain's rules); a mistake is shown in
+the clerk's language under the form, which stays open with everything typed,
+and nothing is written. A form is dismissed with the committed result only.
+"""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, Input, Label, Select, Static
+
+from workstation.desk import CommandRejected, Done, PatientView, RegistrationForm
+from workstation.domain.errors import DomainError
+from workstation.domain.identity import DocumentType
+from workstation.domain.money import PaymentMethod, format_yuan
+from workstation.domain.patients import SEXES
+from workstation.receipts import Receipt
+
+from .base import DeskModal
+
+
+class ConfirmScreen(DeskModal[bool]):
+    """Enter confirms, Esc goes back: the last look before money moves."""
+
+    BINDINGS = [
+        Binding("enter", "confirm", "key.confirm", id="confirm"),
+        Binding("escape", "back", "key.back", id="back"),
+    ]
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="form"):
+            yield Label(self.t("confirm.title"), classes="title")
+            yield Static(self.text, id="confirm-text")
+            yield Static(self.t("confirm.hint"), classes="hint")
+        yield Footer()
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_back(self) -> None:
+        self.dismiss(False)
+
+
+class ReceiptScreen(DeskModal[None]):
+    BINDINGS = [
+        Binding("enter", "close", "key.close", id="close"),
+        Binding("escape", "close", "key.close", id="close_esc", show=False),
+    ]
+
+    def __init__(self, receipt: Receipt, path: str) -> None:
+        super().__init__()
+        self.receipt = receipt
+        self.path = path
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="form"):
+            yield Label(self.t("receipt.title"), classes="title", id="receipt-title")
+            state = "receipt.provisional" if self.receipt.provisional else "receipt.final"
+            yield Static(self.t(state), classes="error" if self.receipt.provisional else "notice", id="receipt-state")
+            yield Static(self.receipt.render(self.i18n.language), id="receipt-text")
+            yield Static(self.t("receipt.saved", path=self.path), classes="hint", id="receipt-path")
+        yield Footer()
+
+    def apply_language(self) -> None:
+        super().apply_language()
+        self.query_one("#receipt-text", Static).update(self.receipt.render(self.i18n.language))
+        self.query_one("#receipt-title", Label).update(self.t("receipt.title"))
+        state = "receipt.provisional" if self.receipt.provisional else "receipt.final"
+        self.query_one("#receipt-state", Static).update(self.t(state))
+        self.query_one("#receipt-path", Static).update(self.t("receipt.saved", path=self.path))
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class FormScreen(DeskModal[Done | None]):
+    """A form: F10 saves (through the desk), Esc cancels."""
+
+    BINDINGS = [
+        Binding("f10", "save", "key.save", id="save"),
+        Binding("escape", "cancel", "key.back", id="cancel"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._busy = False
+
+    def error(self, text: str) -> None:
+        self.query_one("#form-error", Static).update(text)
+
+    def action_cancel(self) -> None:
+        if not self._busy:
+            self.dismiss(None)
+
+    def action_save(self) -> None:
+        if not self._busy:
+            self._save()
+
+    @work(exclusive=True, group="form", exit_on_error=False)
+    async def _save(self) -> None:
+        self._busy = True
+        try:
+            done = await self.submit()
+        except (DomainError, CommandRejected) as exc:
+            self.error(self.explain(exc))
+            return
+        finally:
+            self._busy = False
+        if done is not None:
+            self.dismiss(done)
+
+    async def submit(self) -> Done | None:
+        raise NotImplementedError
+
+    def method_select(self) -> Select[str]:
+        return Select(
+            [(self.i18n.method(m.value), m.value) for m in PaymentMethod],
+            value=PaymentMethod.CASH.value,
+            allow_blank=False,
+            id="method",
+        )
+
+    async def confirm(self, text: str) -> bool:
+        return bool(await self.app.push_screen_wait(ConfirmScreen(text)))
+
+
+class RegisterPatientScreen(FormScreen):
+    def __init__(self, doc_no: str = "", name: str = "") -> None:
+        super().__init__()
+        self.prefill_doc_no = doc_no
+        self.prefill_name = name
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="form"):
+            yield Label(self.t("form.register.title"), classes="title")
+            with Horizontal(classes="row"):
+                with Vertical():
+                    yield Label(self.t("form.doc_type"))
+                    yield Select(
+                        [(self.i18n.document(d.value), d.value) for d in DocumentType],
+                        value=DocumentType.RESIDENT_ID.value, allow_blank=False, id="doc_type",
+                    )
+                with Vertical():
+                    yield Label(self.t("form.doc_no"))
+                    yield Input(self.prefill_doc_no, id="doc_no", max_length=40)
+            with Horizontal(classes="row"):
+                with Vertical():
+                    yield Label(self.t("form.name"))
+                    yield Input(self.prefill_name, id="name", max_length=60)
+                with Vertical():
+                    yield Label(self.t("form.sex"))
+                    yield Select([(self.i18n.sex(s), s) for s in SEXES], value="U", allow_blank=False, id="sex")
+            with Horizontal(classes="row"):
+                with Vertical():
+                    yield Label(self.t("form.birth_date"))
+                    yield Input(id="birth_date", max_length=20, placeholder="1980-05-17")
+                with Vertical():
+                    yield Label(self.t("form.phone"))
+                    yield Input(id="phone", max_length=30)
+            yield Label(self.t("form.address"))
+            yield Input(id="address", max_length=200)
+            yield Static(self.t("form.hint"), classes="hint")
+            yield Static("", classes="error", id="form-error")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#name" if self.prefill_doc_no else "#doc_no", Input).focus()
+        if self.prefill_doc_no:
+            self._fill_from_id(self.prefill_doc_no)
+
+    @on(Input.Changed, "#doc_no")
+    def _doc_no_changed(self, event: Input.Changed) -> None:
+        self._fill_from_id(event.value)
+
+    def _fill_from_id(self, doc_no: str) -> None:
+        if self.query_one("#doc_type", Select).value != DocumentType.RESIDENT_ID.value:
+            return
+        derived = self.desk.derive_from_national_id(doc_no)
+        if derived is not None:
+            self.query_one("#birth_date", Input).value = derived[0]
+            self.query_one("#sex", Select).value = derived[1]
+
+    @on(Input.Submitted)
+    def _next(self) -> None:
+        self.focus_next()
+
+    async def submit(self) -> Done | None:
+        form = RegistrationForm(
+            name=self.query_one("#name", Input).value,
+            sex=str(self.query_one("#sex", Select).value),
+            birth_date=self.query_one("#birth_date", Input).value,
+            doc_type=str(self.query_one("#doc_type", Select).value),
+            doc_no=self.query_one("#doc_no", Input).value,
+            phone=self.query_one("#phone", Input).value,
+            address=self.query_one("#address", Input).value,
+        )
+        self.error(self.t("form.working"))
+        done = await self.desk.register_patient(form)
+        self.error("")
+        return done
+
+
+class IssueCardScreen(FormScreen):
+    def __init__(self, view: PatientView) -> None:
+        super().__init__()
+        self.view = view
+
+    def compose(self) -> ComposeResult:
+        p = self.view.patient
+        minimum = format_yuan(self.desk.policy.min_first_prepayment_fen)
+        with Vertical(classes="form"):
+            yield Label(self.t("form.issue.title"), classes="title")
+            yield Static(self.t("form.issue.patient", name=p.name, doc=p.doc_no))
+            yield Static(self.t("form.issue.card_no", card_no=self.desk.next_card_no() or "—"), id="card-no")
+            yield Label(self.t("form.issue.amount", minimum=minimum))
+            yield Input(id="amount", max_length=20, placeholder=minimum)
+            yield Label(self.t("form.method"))
+            yield self.method_select()
+            yield Static(self.t("form.hint"), classes="hint")
+            yield Static("", classes="error", id="form-error")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#amount", Input).focus()
+
+    @on(Input.Submitted, "#amount")
+    def _amount_entered(self) -> None:
+        self.action_save()
+
+    async def submit(self) -> Done | None:
+        amount_text = self.query_one("#amount", Input).value
+        method = str(self.query_one("#method", Select).value)
+        fen = self.desk.parse_amount(amount_text) if amount_text.strip() else None
+        card_no = self.desk.next_card_no() or "—"
+        name = self.view.patient.name
+        if fen is None:
+            text = self.t("confirm.issue_no_money", name=name, card_no=card_no)
+        else:
+            text = self.t("confirm.issue", name=name, card_no=card_no, amount=format_yuan(fen),
+                          method=self.i18n.method(method))
+        if not await self.confirm(text):
+            return None
+        return await self.desk.issue_card(self.view.patient.patient_id, amount_text, method)
+
+
+class TopUpScreen(FormScreen):
+    def __init__(self, view: PatientView, card_no: str = "") -> None:
+        super().__init__()
+        self.view = view
+        self.card_no = card_no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="form"):
+            yield Label(self.t("form.topup.title"), classes="title")
+            yield Static(self.t("form.issue.patient", name=self.view.patient.name, doc=self.view.patient.doc_no))
+            yield Static(self.t("form.topup.balance", balance=format_yuan(self.view.balance_fen)))
+            yield Label(self.t("form.topup.card"))
+            yield Input(self.card_no, id="card_no", max_length=40)
+            yield Label(self.t("form.topup.amount"))
+            yield Input(id="amount", max_length=20)
+            yield Label(self.t("form.method"))
+            yield self.method_select()
+            yield Static(self.t("form.hint"), classes="hint")
+            yield Static("", classes="error", id="form-error")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#amount" if self.card_no else "#card_no", Input).focus()
+
+    @on(Input.Submitted, "#card_no")
+    def _card_entered(self) -> None:
+        self.query_one("#amount", Input).focus()
+
+    @on(Input.Submitted, "#amount")
+    def _amount_entered(self) -> None:
+        self.action_save()
+
+    async def submit(self) -> Done | None:
+        card_text = self.query_one("#card_no", Input).value
+        amount_text = self.query_one("#amount", Input).value
+        method = str(self.query_one("#method", Select).value)
+        card_no = self.desk.parse_card(card_text)
+        fen = self.desk.parse_amount(amount_text)
+        text = self.t("confirm.topup", name=self.view.patient.name, card_no=card_no, amount=format_yuan(fen),
+                      method=self.i18n.method(method))
+        if not await self.confirm(text):
+            return None
+        return await self.desk.top_up(card_text, amount_text, method)

@@ -1,0 +1,94 @@
+"""Widgets the screens share: the always-visible status bar and the patient panel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+from textual.widgets import Static
+
+from workstation.desk import ClerkSession, DeskStatus, PatientView
+from workstation.domain.money import format_yuan
+from workstation.i18n import I18n
+
+
+class StatusBar(Static):
+    """Online/offline, pending operations and the age of the oldest, last
+    successful sync, open Sync issues, and who is at the desk."""
+
+    def show(self, status: DeskStatus, i18n: I18n, clerk: ClerkSession | None, now: datetime) -> None:
+        t = i18n.t
+        if status.network_cut:
+            link = t("status.net_cut")
+        elif status.busy == "bootstrap":
+            link = t("status.bootstrap")
+        elif status.online is None:
+            link = t("status.connecting")
+        elif not status.online:
+            link = t("status.offline")
+        elif not status.has_session:
+            link = t("status.no_session")
+        else:
+            link = t("status.online")
+        parts = [link, t("status.pending", count=status.pending)]
+        if status.oldest_pending_at:
+            age = (now - datetime.fromisoformat(status.oldest_pending_at)).total_seconds()
+            parts[-1] += " (" + t("status.oldest", age=i18n.age(age)) + ")"
+        if status.last_sync_at is not None:
+            parts.append(t("status.last_sync", time=status.last_sync_at.strftime("%H:%M:%S")))
+        else:
+            parts.append(t("status.last_sync", time=t("status.never")))
+        if status.open_issues:
+            parts.append(t("status.issues", count=status.open_issues))
+        if status.clock_skew_flagged:
+            parts.append(t("status.skew", seconds=int(status.clock_skew_s)))
+        if clerk is not None:
+            who = t("status.clerk", name=clerk.name, roles=i18n.roles(clerk.roles))
+            if clerk.mode == "offline":
+                who += " · " + t("status.offline_login")
+            parts.append(who)
+        self.set_class(status.online is False or status.network_cut, "-offline")
+        self.set_class(bool(status.open_issues), "-issues")
+        self.update(" │ ".join(parts))
+
+
+class PatientPanel(Static):
+    """The selected patient: identity, cards, deposit balance, recent payments."""
+
+    def show(self, view: PatientView | None, i18n: I18n) -> None:
+        t = i18n.t
+        if view is None:
+            self.update(Text(t("cashier.no_patient"), style="italic"))
+            return
+        p = view.patient
+        text = Text()
+        text.append(f"{p.name}", style="bold")
+        text.append(f"  {i18n.sex(p.sex)}  {p.birth_date}\n")
+        text.append(f"{i18n.document(p.doc_type)}: {p.doc_no}\n")
+        text.append(f"{t('col.phone')}: {p.phone}\n")
+        if p.address:
+            text.append(f"{t('patient.address')}: {p.address}\n")
+        if view.pending:
+            text.append(t("patient.provisional") + "\n", style="bold yellow")
+        text.append("\n")
+        text.append(f"{t('patient.balance')}: ", style="bold")
+        text.append(f"¥{format_yuan(view.balance_fen)}\n", style="bold")
+        if view.confirmed_balance_fen != view.balance_fen:
+            text.append(f"  {t('patient.confirmed_balance')}: ¥{format_yuan(view.confirmed_balance_fen)}\n")
+        text.append(f"\n{t('patient.cards')}:\n", style="bold")
+        if not view.cards:
+            text.append("  " + t("patient.no_card") + "\n")
+        for card in view.cards:
+            mark = f" [{t('patient.pending_mark')}]" if card.pending else ""
+            text.append(f"  {card.card_no}  {i18n.card_status(card.status)}{mark}\n")
+        if view.active_card is None and view.cards:
+            text.append("  " + t("patient.no_card") + "\n")
+        if view.transfers:
+            text.append(f"\n{t('patient.recent')}:\n", style="bold")
+            for tr in view.transfers:
+                mark = f" [{t('patient.pending_mark')}]" if tr.pending else ""
+                text.append(
+                    f"  {tr.at[:16].replace('T', ' ')}  {i18n.transfer_kind(tr.kind)}  "
+                    f"¥{format_yuan(tr.amount_fen)}  {i18n.method(tr.method)}  {tr.receipt_no or ''}{mark}\n"
+                )
+        self.update(text)

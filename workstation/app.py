@@ -1,0 +1,176 @@
+"""The Textual application, built by a factory from its collaborators (the
+desk, the language, the demo switches, the clock) so tests can pass their own.
+
+The sync engine runs as a worker on the app's event loop; the status bar on
+every screen is refreshed each second and whenever the desk reports a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from screens.base import Translated
+from screens.cashier import CashierScreen
+from screens.home import HomeScreen
+from screens.login import DemoInfo, LoginScreen
+from screens.sync_issues import SyncIssuesScreen
+from screens.widgets import StatusBar
+from workstation.desk import Desk
+from workstation.i18n import I18n
+
+CSS_FILE = Path(__file__).resolve().parent.parent / "screens" / "app.tcss"
+
+
+class StatusChanged(Message):
+    """The desk's sync status may have changed (posted from any thread)."""
+
+
+class WindowApp(App[None]):
+    CSS_PATH = str(CSS_FILE)
+    COMMAND_PALETTE_BINDING = "f1"
+    BINDINGS = [
+        Binding("f8", "sync_issues", "key.sync_issues", id="sync_issues"),
+        Binding("f9", "toggle_language", "key.language", id="language"),
+        Binding("f12", "toggle_network", "key.network", id="network"),
+        Binding("ctrl+q", "quit", "key.quit", id="quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        desk: Desk,
+        i18n: I18n,
+        *,
+        demo: DemoInfo | None = None,
+        clock: Callable[[], datetime] | None = None,
+        run_sync: bool = True,
+        status_interval_s: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.desk = desk
+        self.i18n = i18n
+        self.demo = demo
+        self.clock = clock or (lambda: datetime.now().astimezone())
+        self.run_sync = run_sync
+        self.status_interval_s = status_interval_s
+        self._status_posted = False
+        self.title = i18n.t("app.title")
+
+    # -- life cycle ------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.desk.subscribe(self._desk_changed)
+        self.push_screen(LoginScreen(self.demo))
+        if self.run_sync:
+            self.run_worker(self.desk.engine.run(), name="sync", group="sync", exit_on_error=False)
+        if self.status_interval_s > 0:
+            self.set_interval(self.status_interval_s, self.refresh_status)
+        self.call_after_refresh(self.refresh_status)
+
+    def on_unmount(self) -> None:
+        self.desk.engine.stop()
+
+    def _desk_changed(self) -> None:
+        # high-rate: let only one notice wait in the queue
+        if not self._status_posted:
+            self._status_posted = True
+            self.post_message(StatusChanged())
+
+    def on_status_changed(self, _message: StatusChanged) -> None:
+        self._status_posted = False
+        self.refresh_status()
+
+    def refresh_status(self) -> None:
+        screen = self.screen
+        for bar in screen.query(StatusBar):
+            bar.show(self.desk.status(), self.i18n, self.desk.clerk, self.clock())
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Worker failures land here, once, as a notice the clerk can read."""
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.notify(self.i18n.t("error.unexpected", error=f"{type(error).__name__}: {error}"),
+                        severity="error", timeout=15)
+
+    # -- navigation ------------------------------------------------------------
+
+    def logged_in(self) -> None:
+        self.push_screen(HomeScreen())
+        self.refresh_status()
+
+    def open_desk(self, name: str) -> None:
+        if name == "cashier":
+            self.push_screen(CashierScreen())
+
+    async def logout(self) -> None:
+        await self.desk.logout()
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, LoginScreen):
+            self.pop_screen()
+        self.refresh_status()
+
+    # -- app-wide actions ------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "toggle_network":
+            return self.demo is not None and self.desk.network is not None
+        if action == "sync_issues":
+            return self.desk.clerk is not None and not isinstance(self.screen, SyncIssuesScreen)
+        return True
+
+    def action_sync_issues(self) -> None:
+        if self.desk.clerk is not None and not isinstance(self.screen, SyncIssuesScreen):
+            self.push_screen(SyncIssuesScreen())
+
+    def action_toggle_language(self) -> None:
+        self.i18n.toggle()
+        self.title = self.i18n.t("app.title")
+        for screen in self.screen_stack:
+            if isinstance(screen, Translated):
+                screen.apply_language()
+        self.refresh_status()
+
+    def action_toggle_network(self) -> None:
+        if self.demo is None or self.desk.network is None:
+            return
+        cut = self.desk.toggle_network()
+        self.notify(self.i18n.t("status.net_cut" if cut else "status.connecting"))
+        self.refresh_status()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette lists every action this screen offers, by key."""
+        seen: set[str] = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if not active.enabled or not binding.description or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            node = active.node
+
+            def run(action: str = binding.action, target: object = node) -> None:
+                self.call_later(self.run_action, action, target)
+
+            yield SystemCommand(f"{binding.description}  [{key.upper()}]", binding.description, run)
+        yield SystemCommand(self.i18n.t("cmd.language"), self.i18n.t("cmd.language.help"),
+                            self.action_toggle_language)
+        yield SystemCommand(self.i18n.t("key.quit"), self.i18n.t("cmd.quit.help"), self.action_quit)
+
+
+def make_app(
+    desk: Desk,
+    *,
+    language: str,
+    demo: DemoInfo | None = None,
+    clock: Callable[[], datetime] | None = None,
+    run_sync: bool = True,
+    status_interval_s: float = 1.0,
+) -> WindowApp:
+    return WindowApp(
+        desk, I18n(language), demo=demo, clock=clock, run_sync=run_sync, status_interval_s=status_interval_s
+    )

@@ -1,0 +1,29 @@
+"""A workstation's settings, kept in ``<data dir>/workstation.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    server_url: str
+    device_name: str = "window"
+    window_name: str = "收费窗口"
+    hospital_name: str = "示范医院 Demo Hospital"
+    secrets: str = Field("keyring", pattern="^(keyring|file)$")
+    language: str | None = None  # None: from the locale
+
+    @staticmethod
+    def path(data_dir: Path) -> Path:
+        return data_dir / "workstation.json"
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Settings:
+        return cls.model_validate(json.loads(cls.path(data_dir).read_text(encoding="utf-8")))
+
+    def save(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path(data_dir).write_text(self.model_dump_json(indent=2), encoding="utf-8")

@@ -1,0 +1,132 @@
+"""``workstation demo``: a whole hospital on one machine.
+
+Starts the central server on SQLite on a free local port, seeds a demo
+hospital on first start (clerks for every role, 10,000 patients), enrolls this
+workstation (its token in the explicit file secrets store, as the login screen
+says) and opens the workstation. F12 cuts and restores the link to the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from local_db.store import LocalStore
+from server.app import create_app
+from server.auth import AuthService
+from server.db import make_engine
+from sync.client import SyncClient
+from sync.transports import SwitchableTransport
+from workstation.app import make_app
+from workstation.desk import Desk, DeskSettings, enroll_workstation
+from workstation.i18n import default_language
+from workstation.secrets import FileSecretStore
+from workstation.domain.commands import ROLE_NAMES
+
+from .seed import DEMO_CLERKS, seed_demo_hospital
+
+log = logging.getLogger(__name__)
+
+DEVICE_NAME = "演示收费窗口 Demo cashier window"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedServer:
+    """The central server in a background thread of this process."""
+
+    def __init__(self, app: object, port: int) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                                lifespan="off")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="central-server", daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the embedded central server did not start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+def prepare(data_dir: Path, patients: int, reset: bool) -> tuple[EmbeddedServer, object]:
+    if reset and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    central_db = data_dir / "central.db"
+    fresh = not central_db.exists()
+    engine = make_engine(f"sqlite:///{central_db}")
+    app = create_app(engine)
+    if fresh:
+        print(f"Seeding the demo hospital ({patients:,} patients)…", flush=True)
+        summary = seed_demo_hospital(engine, patients)
+        print(f"  {summary.patients:,} patients, {summary.cards:,} cards, {summary.transfers:,} payments.",
+              flush=True)
+    server = EmbeddedServer(app, free_port())
+    server.start()
+    return server, engine
+
+
+def run_demo(data_dir: Path, *, patients: int = 10_000, language: str | None = None, reset: bool = False) -> None:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=data_dir / "workstation.log", level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server, engine = prepare(data_dir, patients, reset)
+    secrets = FileSecretStore(data_dir / "secrets.json")  # the demo's explicit choice; said on screen
+    store = LocalStore(data_dir / "workstation.db")
+    try:
+        token = secrets.get("device_token")
+        if token is None:
+            code = AuthService(engine).create_enrollment_code(DEVICE_NAME)  # type: ignore[arg-type]
+
+            async def enroll() -> str:
+                client = SyncClient(server.url)
+                try:
+                    return await enroll_workstation(client, store, code, DEVICE_NAME)
+                finally:
+                    await client.aclose()
+
+            token = asyncio.run(enroll())
+            secrets.set("device_token", token)
+        network = SwitchableTransport()
+        client = SyncClient(server.url, device_token=token, transport=network)
+        desk = Desk(
+            store, client,
+            DeskSettings(window_name=DEVICE_NAME, receipts_dir=data_dir / "receipts"),
+            network=network,
+        )
+        roles = {u: ", ".join(ROLE_NAMES[r][1] for r in rs) for u, _, rs, _ in DEMO_CLERKS}
+        from screens.login import DemoInfo
+
+        demo = DemoInfo(
+            accounts=[(u, p, roles[u]) for u, _, _, p in DEMO_CLERKS],
+            secrets_description=secrets.description,
+        )
+        app = make_app(desk, language=language or default_language(), demo=demo)
+        app.run()
+    finally:
+        store.close()
+        server.stop()
