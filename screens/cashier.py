@@ -18,7 +18,7 @@ from workstation.scan import BurstDetector, Scan, classify
 
 from .base import DeskScreen
 from .forms import IssueCardScreen, ReceiptScreen, RegisterPatientScreen, TopUpScreen
-from .widgets import PatientPanel, StatusBar
+from .widgets import DeskInput, PatientPanel, StatusBar
 
 SEARCH_LIMIT = 50
 SEARCH_DEBOUNCE_S = 0.12
@@ -44,7 +44,7 @@ class CashierScreen(DeskScreen[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield Label(self.t("cashier.title"), classes="title", id="cashier-title")
-        yield Input(placeholder=self.t("cashier.search"), id="search", max_length=80)
+        yield DeskInput(placeholder=self.t("cashier.search"), id="search", max_length=80)
         yield Static("", classes="hint", id="results-info")
         with Horizontal(id="cashier-body"):
             yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
@@ -60,7 +60,7 @@ class CashierScreen(DeskScreen[None]):
     def _set_columns(self) -> None:
         table = self.query_one("#results", DataTable)
         table.clear(columns=True)
-        for key in ("col.name", "col.sex", "col.birth", "col.doc", "col.phone", "col.card", "col.state"):
+        for key in ("col.name", "col.sex", "col.birth", "col.doc", "col.phone", "col.card"):
             table.add_column(self.t(key), key=key)
 
     def apply_language(self) -> None:
@@ -113,10 +113,10 @@ class CashierScreen(DeskScreen[None]):
         with self.app.batch_update():
             table.clear()
             for hit in hits:
-                state = self.t("patient.pending_mark") if hit.pending else ""
+                name = f"{hit.name} [{self.t('patient.pending_mark')}]" if hit.pending else hit.name
                 table.add_row(
-                    hit.name, self.i18n.sex(hit.sex), hit.birth_date, hit.doc_no, hit.phone,
-                    hit.card_no or "", state, key=hit.patient_id,
+                    name, self.i18n.sex(hit.sex), hit.birth_date, hit.doc_no, hit.phone, hit.card_no or "",
+                    key=hit.patient_id,
                 )
         info = self.query_one("#results-info", Static)
         text = self.query_one("#search", Input).value if query is None else query

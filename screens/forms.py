@@ -22,6 +22,7 @@ from workstation.domain.patients import SEXES
 from workstation.receipts import Receipt
 
 from .base import DeskModal
+from .widgets import DeskInput
 
 
 class ConfirmScreen(DeskModal[bool]):
@@ -151,23 +152,23 @@ class RegisterPatientScreen(FormScreen):
                     )
                 with Vertical():
                     yield Label(self.t("form.doc_no"))
-                    yield Input(self.prefill_doc_no, id="doc_no", max_length=40)
+                    yield DeskInput(self.prefill_doc_no, id="doc_no", max_length=40)
             with Horizontal(classes="row"):
                 with Vertical():
                     yield Label(self.t("form.name"))
-                    yield Input(self.prefill_name, id="name", max_length=60)
+                    yield DeskInput(self.prefill_name, id="name", max_length=60)
                 with Vertical():
                     yield Label(self.t("form.sex"))
                     yield Select([(self.i18n.sex(s), s) for s in SEXES], value="U", allow_blank=False, id="sex")
             with Horizontal(classes="row"):
                 with Vertical():
                     yield Label(self.t("form.birth_date"))
-                    yield Input(id="birth_date", max_length=20, placeholder="1980-05-17")
+                    yield DeskInput(id="birth_date", max_length=20, placeholder="1980-05-17")
                 with Vertical():
                     yield Label(self.t("form.phone"))
-                    yield Input(id="phone", max_length=30)
+                    yield DeskInput(id="phone", max_length=30)
             yield Label(self.t("form.address"))
-            yield Input(id="address", max_length=200)
+            yield DeskInput(id="address", max_length=200)
             yield Static(self.t("form.hint"), classes="hint")
             yield Static("", classes="error", id="form-error")
         yield Footer()
@@ -222,7 +223,7 @@ class IssueCardScreen(FormScreen):
             yield Static(self.t("form.issue.patient", name=p.name, doc=p.doc_no))
             yield Static(self.t("form.issue.card_no", card_no=self.desk.next_card_no() or "—"), id="card-no")
             yield Label(self.t("form.issue.amount", minimum=minimum))
-            yield Input(id="amount", max_length=20, placeholder=minimum)
+            yield DeskInput(id="amount", max_length=20, placeholder=minimum)
             yield Label(self.t("form.method"))
             yield self.method_select()
             yield Static(self.t("form.hint"), classes="hint")
@@ -264,9 +265,9 @@ class TopUpScreen(FormScreen):
             yield Static(self.t("form.issue.patient", name=self.view.patient.name, doc=self.view.patient.doc_no))
             yield Static(self.t("form.topup.balance", balance=format_yuan(self.view.balance_fen)))
             yield Label(self.t("form.topup.card"))
-            yield Input(self.card_no, id="card_no", max_length=40)
+            yield DeskInput(self.card_no, id="card_no", max_length=40)
             yield Label(self.t("form.topup.amount"))
-            yield Input(id="amount", max_length=20)
+            yield DeskInput(id="amount", max_length=20)
             yield Label(self.t("form.method"))
             yield self.method_select()
             yield Static(self.t("form.hint"), classes="hint")

@@ -15,7 +15,7 @@ from textual.widgets import Footer, Input, Label, Static
 from workstation.desk import LoginFailed
 
 from .base import DeskScreen
-from .widgets import StatusBar
+from .widgets import DeskInput, StatusBar
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,9 @@ class LoginScreen(DeskScreen[None]):
             yield Label(self.t("app.title"), classes="title", id="app-title")
             yield Static(self.desk.settings.hospital_name, classes="hint", id="hospital")
             yield Label(self.t("login.username"), id="username-label")
-            yield Input(id="username", max_length=64)
+            yield DeskInput(id="username", max_length=64)
             yield Label(self.t("login.password"), id="password-label")
-            yield Input(id="password", password=True, max_length=256)
+            yield DeskInput(id="password", password=True, max_length=256)
             yield Static(self.t("login.hint"), classes="hint", id="login-hint")
             yield Static("", classes="error", id="login-error")
         if self.demo is not None:

@@ -16,7 +16,7 @@ from workstation.domain.errors import Rejection
 from workstation.domain.money import format_yuan
 
 from .base import DeskScreen
-from .widgets import StatusBar
+from .widgets import DeskInput, StatusBar
 
 
 class SyncIssuesScreen(DeskScreen[None]):
@@ -39,7 +39,7 @@ class SyncIssuesScreen(DeskScreen[None]):
         with Vertical(id="issue-detail"):
             yield Static("", id="issue-text")
             yield Label(self.t("issues.note"), id="note-label")
-            yield Input(id="note", max_length=200)
+            yield DeskInput(id="note", max_length=200)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -123,7 +123,8 @@ class SyncIssuesScreen(DeskScreen[None]):
             text.update(self.t("issues.none"))
             return
         lines = [
-            f"{self.i18n.command(issue['summary'].get('kind', ''))} · {issue['summary'].get('at', '')}",
+            f"{self.i18n.command(issue['summary'].get('kind', ''))} · "
+            f"{issue['summary'].get('at', '')[:19].replace('T', ' ')}",
             self.problem(issue),
             self.detail(issue),
         ]

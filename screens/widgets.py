@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from workstation.desk import ClerkSession, DeskStatus, PatientView
 from workstation.domain.money import format_yuan
 from workstation.i18n import I18n
+
+
+class DeskInput(Input):
+    """An input whose cursor stops blinking when the app says so (snapshot tests)."""
+
+    def on_mount(self) -> None:
+        if not getattr(self.app, "cursor_blink", True):
+            self.cursor_blink = False
 
 
 class StatusBar(Static):
@@ -88,7 +96,7 @@ class PatientPanel(Static):
             for tr in view.transfers:
                 mark = f" [{t('patient.pending_mark')}]" if tr.pending else ""
                 text.append(
-                    f"  {tr.at[:16].replace('T', ' ')}  {i18n.transfer_kind(tr.kind)}  "
-                    f"¥{format_yuan(tr.amount_fen)}  {i18n.method(tr.method)}  {tr.receipt_no or ''}{mark}\n"
+                    f"  {tr.at[5:16].replace('T', ' ')} {i18n.transfer_kind(tr.kind)} ¥{format_yuan(tr.amount_fen)} "
+                    f"{i18n.method(tr.method)}{mark}\n"
                 )
         self.update(text)

@@ -52,8 +52,10 @@ class WindowApp(App[None]):
         clock: Callable[[], datetime] | None = None,
         run_sync: bool = True,
         status_interval_s: float = 1.0,
+        cursor_blink: bool = True,
     ) -> None:
         super().__init__()
+        self.cursor_blink = cursor_blink
         self.desk = desk
         self.i18n = i18n
         self.demo = demo
@@ -170,7 +172,9 @@ def make_app(
     clock: Callable[[], datetime] | None = None,
     run_sync: bool = True,
     status_interval_s: float = 1.0,
+    cursor_blink: bool = True,
 ) -> WindowApp:
     return WindowApp(
-        desk, I18n(language), demo=demo, clock=clock, run_sync=run_sync, status_interval_s=status_interval_s
+        desk, I18n(language), demo=demo, clock=clock, run_sync=run_sync,
+        status_interval_s=status_interval_s, cursor_blink=cursor_blink,
     )

@@ -26,6 +26,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     # app and keys
     "app.title": ("医院窗口工作站", "Hospital window workstation"),
     "key.palette": ("命令", "Commands"),
+    "palette": ("命令", "Commands"),  # Textual's own command-palette binding
     "key.language": ("English", "中文"),
     "key.network": ("断网/恢复(演示)", "Cut/restore net (demo)"),
     "key.back": ("返回", "Back"),

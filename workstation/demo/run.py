@@ -27,9 +27,9 @@ from sync.client import SyncClient
 from sync.transports import SwitchableTransport
 from workstation.app import make_app
 from workstation.desk import Desk, DeskSettings, enroll_workstation
+from workstation.domain.commands import ROLE_NAMES
 from workstation.i18n import default_language
 from workstation.secrets import FileSecretStore
-from workstation.domain.commands import ROLE_NAMES
 
 from .seed import DEMO_CLERKS, seed_demo_hospital
 

@@ -1,0 +1,215 @@
+"""The cashier's first job driven by keys alone, in both languages: log in,
+open the cashier desk, register a patient, issue a card with a first
+prepayment, top up; bad input shows a clear message and writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Static
+
+from screens.cashier import CashierScreen
+from screens.forms import (
+    ConfirmScreen,
+    IssueCardScreen,
+    ReceiptScreen,
+    RegisterPatientScreen,
+    TopUpScreen,
+)
+from screens.home import HomeScreen
+from screens.login import LoginScreen
+from screens.sync_issues import SyncIssuesScreen
+from tests.harness import PASSWORD, Central, Station
+from workstation.app import WindowApp, make_app
+from workstation.domain.numbers import Series
+
+ID_NO = "11010519491231002X"
+
+
+async def until(pilot: Pilot, condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Let the app run until ``condition`` holds (workers and sync run meanwhile)."""
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+async def type_text(pilot: Pilot, text: str) -> None:
+    await pilot.press(*text)
+
+
+@pytest.fixture
+async def station(central_sqlite: Central, tmp_path: Path):
+    central_sqlite.clerk("cashier", ["cashier"], name="王芳")
+    s = Station(central_sqlite, tmp_path / "ws", "window-1")
+    code = central_sqlite.auth.create_enrollment_code("window-1")
+    from workstation.desk import enroll_workstation
+
+    await enroll_workstation(s.client, s.store, code, "window-1")
+    s.desk.settings.ack_wait_s = 2.0
+    yield s
+    await s.close()
+
+
+def app_for(station: Station, language: str) -> WindowApp:
+    station.engine.interval_s = 0.2
+    return make_app(station.desk, language=language, cursor_blink=False)
+
+
+def screen_text(app: WindowApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def log_in(pilot: Pilot, app: WindowApp) -> None:
+    await until(pilot, lambda: isinstance(app.screen, LoginScreen), "login screen")
+    await type_text(pilot, "cashier")
+    await pilot.press("enter")
+    await type_text(pilot, PASSWORD)
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, HomeScreen), "home screen")
+
+
+@pytest.mark.parametrize(
+    ("language", "registered", "card_issued", "refused_amount"),
+    [
+        ("zh", "已登记", "已发卡", "最多两位小数"),
+        ("en", "registered", "issued", "at most two decimals"),
+    ],
+)
+async def test_cashier_first_job_by_keys(
+    station: Station, language: str, registered: str, card_issued: str, refused_amount: str
+) -> None:
+    app = app_for(station, language)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await log_in(pilot, app)
+        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
+
+        # register: F2, the ID number fills birth date and sex
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, RegisterPatientScreen), "registration form")
+        await type_text(pilot, ID_NO)
+        await pilot.press("enter")  # next field
+        await type_text(pilot, "张三丰")
+        for _ in range(3):  # sex, birth date (filled) -> phone
+            await pilot.press("tab")
+        await type_text(pilot, "13812345678")
+        await pilot.press("f10")
+        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "back at the desk")
+        cashier = app.screen
+        assert isinstance(cashier, CashierScreen)
+        await until(pilot, lambda: cashier.view is not None, "patient shown")
+        assert cashier.view is not None and cashier.view.patient.name == "张三丰"
+        assert cashier.view.patient.birth_date == "1949-12-31" and cashier.view.patient.sex == "F"
+        assert any(registered in str(n.message) for n in app._notifications)
+
+        # issue a card with a first prepayment of 50 yuan, cash; confirm; receipt
+        await pilot.press("f3")
+        await until(pilot, lambda: isinstance(app.screen, IssueCardScreen), "issue card form")
+        await type_text(pilot, "50")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirmation")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ReceiptScreen), "receipt")
+        receipt = app.screen
+        assert isinstance(receipt, ReceiptScreen)
+        assert receipt.receipt.amount_fen == 5000 and receipt.receipt.kind == "first_prepayment"
+        assert Path(receipt.path).read_text(encoding="utf-8").count(receipt.receipt.receipt_no) == 1
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "desk again")
+        assert any(card_issued in str(n.message) for n in app._notifications)
+
+        # bad input: three decimals -> clear message in the clerk's language, nothing written
+        receipts_left = station.store.numbers_left(Series.RECEIPT)
+        outbox_before = len(station.store.outbox())
+        await pilot.press("f4")
+        await until(pilot, lambda: isinstance(app.screen, TopUpScreen), "top-up form")
+        await type_text(pilot, "12.345")
+        await pilot.press("enter")
+        await until(pilot, lambda: refused_amount in screen_text(app, "#form-error"), "amount refused")
+        assert isinstance(app.screen, TopUpScreen)
+        assert len(station.store.outbox()) == outbox_before
+        assert station.store.numbers_left(Series.RECEIPT) == receipts_left
+
+        # fix it: 100.50 by WeChat (the method list: cash, bank card, WeChat, Alipay)
+        amount = app.screen.query_one("#amount")
+        amount.value = ""  # type: ignore[attr-defined]
+        await type_text(pilot, "100.50")
+        await pilot.press("tab")
+        await pilot.press("enter", "down", "down", "enter")  # open the list, two down: WeChat
+        await pilot.press("f10")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirmation")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ReceiptScreen), "receipt")
+        top_up = app.screen
+        assert isinstance(top_up, ReceiptScreen)
+        assert top_up.receipt.amount_fen == 10050 and top_up.receipt.method == "wechat"
+        assert top_up.receipt.balance_after_fen == 15050
+        await pilot.press("enter")
+
+        # the server has it all
+        await until(pilot, lambda: station.store.outbox_stats().pending == 0, "synced")
+        with station.central.engine.connect() as conn:
+            from sqlalchemy import func, select
+
+            from server.db import transfers
+
+            total = conn.execute(select(func.sum(transfers.c.amount_fen))).scalar()
+        assert total == 15050
+
+
+async def test_offline_login_and_top_up_then_sync_issue_screen(station: Station) -> None:
+    app = app_for(station, "en")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await log_in(pilot, app)
+        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+        await app.logout()
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen), "logged out")
+
+        station.offline()
+        await type_text(pilot, "cashier")
+        await pilot.press("enter")
+        await type_text(pilot, PASSWORD)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, HomeScreen), "offline login")
+        assert station.desk.clerk is not None and station.desk.clerk.mode == "offline"
+        await pilot.press("f8")
+        await until(pilot, lambda: isinstance(app.screen, SyncIssuesScreen), "sync issues")
+        await until(pilot, lambda: "No open sync issues" in screen_text(app, "#issue-text"), "empty inbox")
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, HomeScreen), "home again")
+
+
+async def test_wrong_password_then_lockout_offline(station: Station) -> None:
+    app = app_for(station, "zh")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await log_in(pilot, app)
+        await app.logout()
+        station.offline()
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen), "logged out")
+        attempts = station.desk.policy.login_attempts
+
+        def failures() -> int:
+            clerk = station.store.cached_clerk("cashier")
+            assert clerk is not None
+            return 0 if clerk["locked_until"] else int(clerk["failed_attempts"])
+
+        for attempt in range(1, attempts + 1):
+            app.screen.query_one("#username").value = "cashier"  # type: ignore[attr-defined]
+            app.screen.query_one("#password").focus()
+            await type_text(pilot, "wrong")
+            await pilot.press("enter")
+            if attempt < attempts:
+                await until(pilot, lambda n=attempt: failures() == n, f"failure {attempt} counted")
+        await until(pilot, lambda: "锁定" in screen_text(app, "#login-error"), "locked out")
+        # the right password does not help while locked
+        app.screen.query_one("#password").focus()
+        await type_text(pilot, PASSWORD)
+        await pilot.press("enter")
+        await until(pilot, lambda: screen_text(app, "#login-error").startswith("登录失败次数过多"), "still locked")
+        assert isinstance(app.screen, LoginScreen) and station.desk.clerk is None
