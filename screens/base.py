@@ -60,7 +60,10 @@ def _translate(screen: Translated, bindings: dict[str, ActiveBinding]) -> dict[s
         binding = active.binding
         text = screen.t(binding.description) if binding.description else ""
         out[key] = ActiveBinding(
-            active.node, dataclasses.replace(binding, description=text), active.enabled, active.tooltip
+            active.node,
+            dataclasses.replace(binding, description=text),
+            active.enabled,
+            active.tooltip,
         )
     return out
 

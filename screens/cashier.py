@@ -107,7 +107,9 @@ class CashierScreen(DeskScreen[None]):
         hits = self.desk.search(query, SEARCH_LIMIT) if query.strip() else []
         self.app.call_from_thread(self._show_hits, hits, query, then_focus)
 
-    def _show_hits(self, hits: list[PatientHit], query: str | None = None, then_focus: bool = False) -> None:
+    def _show_hits(
+        self, hits: list[PatientHit], query: str | None = None, then_focus: bool = False
+    ) -> None:
         self._hits = hits
         table = self.query_one("#results", DataTable)
         with self.app.batch_update():
@@ -115,7 +117,12 @@ class CashierScreen(DeskScreen[None]):
             for hit in hits:
                 name = f"{hit.name} [{self.t('patient.pending_mark')}]" if hit.pending else hit.name
                 table.add_row(
-                    name, self.i18n.sex(hit.sex), hit.birth_date, hit.doc_no, hit.phone, hit.card_no or "",
+                    name,
+                    self.i18n.sex(hit.sex),
+                    hit.birth_date,
+                    hit.doc_no,
+                    hit.phone,
+                    hit.card_no or "",
                     key=hit.patient_id,
                 )
         info = self.query_one("#results-info", Static)
@@ -231,8 +238,11 @@ class CashierScreen(DeskScreen[None]):
 
     def _announce(self, done: Done, text: str) -> None:
         if done.rejection is not None:
-            self.notify(self.t("done.refused", reason=self.i18n.rejection(done.rejection)), severity="error",
-                        timeout=15)
+            self.notify(
+                self.t("done.refused", reason=self.i18n.rejection(done.rejection)),
+                severity="error",
+                timeout=15,
+            )
             return
         if not done.confirmed:
             text += self.t("done.offline_note")

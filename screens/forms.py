@@ -66,7 +66,11 @@ class ReceiptScreen(DeskModal[None]):
         with VerticalScroll(classes="form"):
             yield Label(self.t("receipt.title"), classes="title", id="receipt-title")
             state = "receipt.provisional" if self.receipt.provisional else "receipt.final"
-            yield Static(self.t(state), classes="error" if self.receipt.provisional else "notice", id="receipt-state")
+            yield Static(
+                self.t(state),
+                classes="error" if self.receipt.provisional else "notice",
+                id="receipt-state",
+            )
             yield Static(self.receipt.render(self.i18n.language), id="receipt-text")
             yield Static(self.t("receipt.saved", path=self.path), classes="hint", id="receipt-path")
         yield Footer()
@@ -148,7 +152,9 @@ class RegisterPatientScreen(FormScreen):
                     yield Label(self.t("form.doc_type"))
                     yield Select(
                         [(self.i18n.document(d.value), d.value) for d in DocumentType],
-                        value=DocumentType.RESIDENT_ID.value, allow_blank=False, id="doc_type",
+                        value=DocumentType.RESIDENT_ID.value,
+                        allow_blank=False,
+                        id="doc_type",
                     )
                 with Vertical():
                     yield Label(self.t("form.doc_no"))
@@ -159,7 +165,12 @@ class RegisterPatientScreen(FormScreen):
                     yield DeskInput(self.prefill_name, id="name", max_length=60)
                 with Vertical():
                     yield Label(self.t("form.sex"))
-                    yield Select([(self.i18n.sex(s), s) for s in SEXES], value="U", allow_blank=False, id="sex")
+                    yield Select(
+                        [(self.i18n.sex(s), s) for s in SEXES],
+                        value="U",
+                        allow_blank=False,
+                        id="sex",
+                    )
             with Horizontal(classes="row"):
                 with Vertical():
                     yield Label(self.t("form.birth_date"))
@@ -221,7 +232,9 @@ class IssueCardScreen(FormScreen):
         with Vertical(classes="form"):
             yield Label(self.t("form.issue.title"), classes="title")
             yield Static(self.t("form.issue.patient", name=p.name, doc=p.doc_no))
-            yield Static(self.t("form.issue.card_no", card_no=self.desk.next_card_no() or "—"), id="card-no")
+            yield Static(
+                self.t("form.issue.card_no", card_no=self.desk.next_card_no() or "—"), id="card-no"
+            )
             yield Label(self.t("form.issue.amount", minimum=minimum))
             yield DeskInput(id="amount", max_length=20, placeholder=minimum)
             yield Label(self.t("form.method"))
@@ -246,8 +259,13 @@ class IssueCardScreen(FormScreen):
         if fen is None:
             text = self.t("confirm.issue_no_money", name=name, card_no=card_no)
         else:
-            text = self.t("confirm.issue", name=name, card_no=card_no, amount=format_yuan(fen),
-                          method=self.i18n.method(method))
+            text = self.t(
+                "confirm.issue",
+                name=name,
+                card_no=card_no,
+                amount=format_yuan(fen),
+                method=self.i18n.method(method),
+            )
         if not await self.confirm(text):
             return None
         return await self.desk.issue_card(self.view.patient.patient_id, amount_text, method)
@@ -262,7 +280,11 @@ class TopUpScreen(FormScreen):
     def compose(self) -> ComposeResult:
         with Vertical(classes="form"):
             yield Label(self.t("form.topup.title"), classes="title")
-            yield Static(self.t("form.issue.patient", name=self.view.patient.name, doc=self.view.patient.doc_no))
+            yield Static(
+                self.t(
+                    "form.issue.patient", name=self.view.patient.name, doc=self.view.patient.doc_no
+                )
+            )
             yield Static(self.t("form.topup.balance", balance=format_yuan(self.view.balance_fen)))
             yield Label(self.t("form.topup.card"))
             yield DeskInput(self.card_no, id="card_no", max_length=40)
@@ -291,8 +313,13 @@ class TopUpScreen(FormScreen):
         method = str(self.query_one("#method", Select).value)
         card_no = self.desk.parse_card(card_text)
         fen = self.desk.parse_amount(amount_text)
-        text = self.t("confirm.topup", name=self.view.patient.name, card_no=card_no, amount=format_yuan(fen),
-                      method=self.i18n.method(method))
+        text = self.t(
+            "confirm.topup",
+            name=self.view.patient.name,
+            card_no=card_no,
+            amount=format_yuan(fen),
+            method=self.i18n.method(method),
+        )
         if not await self.confirm(text):
             return None
         return await self.desk.top_up(card_text, amount_text, method)

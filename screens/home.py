@@ -42,7 +42,9 @@ class HomeScreen(DeskScreen[None]):
     def apply_language(self) -> None:
         super().apply_language()
         clerk = self.desk.clerk
-        self.query_one("#welcome", Label).update(self.t("home.welcome", name=clerk.name if clerk else ""))
+        self.query_one("#welcome", Label).update(
+            self.t("home.welcome", name=clerk.name if clerk else "")
+        )
         lines = [self.t("home.title"), ""]
         for _, key, fkey, roles, built in DESKS:
             allowed = clerk is not None and clerk.has_any(roles)
@@ -63,7 +65,9 @@ class HomeScreen(DeskScreen[None]):
     def action_open_desk(self, name: str) -> None:
         desk = next(d for d in DESKS if d[0] == name)
         if not desk[4]:
-            self.query_one("#home-message", Static).update(self.t("home.not_available", desk=self.t(desk[1])))
+            self.query_one("#home-message", Static).update(
+                self.t("home.not_available", desk=self.t(desk[1]))
+            )
             return
         self.app.open_desk(name)  # type: ignore[attr-defined]
 

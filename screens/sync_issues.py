@@ -82,7 +82,11 @@ class SyncIssuesScreen(DeskScreen[None]):
         amount = payload.get("amount_fen") or (payload.get("prepayment") or {}).get("amount_fen")
         if amount:
             method = payload.get("method") or (payload.get("prepayment") or {}).get("method", "")
-            bits.append(self.t("issues.amount", amount=format_yuan(int(amount))) + " " + self.i18n.method(method))
+            bits.append(
+                self.t("issues.amount", amount=format_yuan(int(amount)))
+                + " "
+                + self.i18n.method(method)
+            )
         receipt = payload.get("receipt_no") or (payload.get("prepayment") or {}).get("receipt_no")
         if receipt:
             bits.append(receipt)

@@ -24,7 +24,9 @@ class StatusBar(Static):
     """Online/offline, pending operations and the age of the oldest, last
     successful sync, open Sync issues, and who is at the desk."""
 
-    def show(self, status: DeskStatus, i18n: I18n, clerk: ClerkSession | None, now: datetime) -> None:
+    def show(
+        self, status: DeskStatus, i18n: I18n, clerk: ClerkSession | None, now: datetime
+    ) -> None:
         t = i18n.t
         if status.network_cut:
             link = t("status.net_cut")
@@ -82,7 +84,9 @@ class PatientPanel(Static):
         text.append(f"{t('patient.balance')}: ", style="bold")
         text.append(f"¥{format_yuan(view.balance_fen)}\n", style="bold")
         if view.confirmed_balance_fen != view.balance_fen:
-            text.append(f"  {t('patient.confirmed_balance')}: ¥{format_yuan(view.confirmed_balance_fen)}\n")
+            text.append(
+                f"  {t('patient.confirmed_balance')}: ¥{format_yuan(view.confirmed_balance_fen)}\n"
+            )
         text.append(f"\n{t('patient.cards')}:\n", style="bold")
         if not view.cards:
             text.append("  " + t("patient.no_card") + "\n")

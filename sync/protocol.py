@@ -52,7 +52,7 @@ class OpResult(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
     message_zh: str | None = None
     message_en: str | None = None
-    server_seq: int | None = Field(None, description="change-log head after this op")
+    server_seq: int | None = Field(default=None, description="change-log head after this op")
     result: dict[str, Any] | None = None
 
 

@@ -29,13 +29,17 @@ def test_layer_imports_without_textual(package: str) -> None:
         "leaked = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
         "print(','.join(leaked))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "", f"{package} pulled in: {result.stdout.strip()}"
 
 
 def test_the_check_would_catch_a_leak() -> None:
     result = subprocess.run(
         [sys.executable, "-c", "import sys, screens.base; print('textual' in sys.modules)"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert result.stdout.strip() == "True"

@@ -29,7 +29,9 @@ from workstation.domain.numbers import Series
 ID_NO = "11010519491231002X"
 
 
-async def until(pilot: Pilot, condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+async def until(
+    pilot: Pilot, condition: Callable[[], bool], what: str, timeout_s: float = 10.0
+) -> None:
     """Let the app run until ``condition`` holds (workers and sync run meanwhile)."""
     for _ in range(int(timeout_s / 0.02)):
         if condition():
@@ -92,7 +94,9 @@ async def test_cashier_first_job_by_keys(
 
         # register: F2, the ID number fills birth date and sex
         await pilot.press("f2")
-        await until(pilot, lambda: isinstance(app.screen, RegisterPatientScreen), "registration form")
+        await until(
+            pilot, lambda: isinstance(app.screen, RegisterPatientScreen), "registration form"
+        )
         await type_text(pilot, ID_NO)
         await pilot.press("enter")  # next field
         await type_text(pilot, "张三丰")
@@ -131,7 +135,9 @@ async def test_cashier_first_job_by_keys(
         await until(pilot, lambda: isinstance(app.screen, TopUpScreen), "top-up form")
         await type_text(pilot, "12.345")
         await pilot.press("enter")
-        await until(pilot, lambda: refused_amount in screen_text(app, "#form-error"), "amount refused")
+        await until(
+            pilot, lambda: refused_amount in screen_text(app, "#form-error"), "amount refused"
+        )
         assert isinstance(app.screen, TopUpScreen)
         assert len(station.store.outbox()) == outbox_before
         assert station.store.numbers_left(Series.RECEIPT) == receipts_left
@@ -180,7 +186,9 @@ async def test_offline_login_and_top_up_then_sync_issue_screen(station: Station)
         assert station.desk.clerk is not None and station.desk.clerk.mode == "offline"
         await pilot.press("f8")
         await until(pilot, lambda: isinstance(app.screen, SyncIssuesScreen), "sync issues")
-        await until(pilot, lambda: "No open sync issues" in screen_text(app, "#issue-text"), "empty inbox")
+        await until(
+            pilot, lambda: "No open sync issues" in screen_text(app, "#issue-text"), "empty inbox"
+        )
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, HomeScreen), "home again")
 
@@ -211,5 +219,9 @@ async def test_wrong_password_then_lockout_offline(station: Station) -> None:
         app.screen.query_one("#password").focus()
         await type_text(pilot, PASSWORD)
         await pilot.press("enter")
-        await until(pilot, lambda: screen_text(app, "#login-error").startswith("登录失败次数过多"), "still locked")
+        await until(
+            pilot,
+            lambda: screen_text(app, "#login-error").startswith("登录失败次数过多"),
+            "still locked",
+        )
         assert isinstance(app.screen, LoginScreen) and station.desk.clerk is None

@@ -29,26 +29,83 @@ NOW = datetime(2026, 11, 22, 9, 30, tzinfo=BEIJING)
 SIZE = (130, 36)
 
 PATIENTS = [
-    ("P001", "张三丰", "F", "1949-12-31", "11010519491231002X", "13812345678", "北京市东城区东四北大街8号"),
-    ("P002", "张珊", "F", "1990-03-07", "110105199003074128", "13900001111", "北京市朝阳区建国路88号"),
-    ("P003", "赵四", "M", "1975-06-01", "310104197506015231", "13600002222", "上海市徐汇区漕溪北路3号"),
+    (
+        "P001",
+        "张三丰",
+        "F",
+        "1949-12-31",
+        "11010519491231002X",
+        "13812345678",
+        "北京市东城区东四北大街8号",
+    ),
+    (
+        "P002",
+        "张珊",
+        "F",
+        "1990-03-07",
+        "110105199003074128",
+        "13900001111",
+        "北京市朝阳区建国路88号",
+    ),
+    (
+        "P003",
+        "赵四",
+        "M",
+        "1975-06-01",
+        "310104197506015231",
+        "13600002222",
+        "上海市徐汇区漕溪北路3号",
+    ),
 ]
 
 
 def confirmed_rows() -> list[tuple[str, dict, str]]:
     rows: list[tuple[str, dict, str]] = []
     for pid, name, sex, born, doc, phone, address in PATIENTS:
-        rows.append(("patients", PatientRow(
-            patient_id=pid, name=name, sex=sex, birth_date=born, doc_type="resident_id", doc_no=doc,
-            phone=phone, address=address, registered_at="2026-10-01T08:00:00+08:00", registered_by="C0",
-            registered_device="D0").model_dump(), pid))
-    card = CardRow(card_no="1000000008", patient_id="P001", status="active", issued_at="2026-10-01T08:05:00+08:00",
-                   issued_by="C0", issued_device="D0", status_changed_at="2026-10-01T08:05:00+08:00")
+        rows.append(
+            (
+                "patients",
+                PatientRow(
+                    patient_id=pid,
+                    name=name,
+                    sex=sex,
+                    birth_date=born,
+                    doc_type="resident_id",
+                    doc_no=doc,
+                    phone=phone,
+                    address=address,
+                    registered_at="2026-10-01T08:00:00+08:00",
+                    registered_by="C0",
+                    registered_device="D0",
+                ).model_dump(),
+                pid,
+            )
+        )
+    card = CardRow(
+        card_no="1000000008",
+        patient_id="P001",
+        status="active",
+        issued_at="2026-10-01T08:05:00+08:00",
+        issued_by="C0",
+        issued_device="D0",
+        status_changed_at="2026-10-01T08:05:00+08:00",
+    )
     rows.append(("cards", card.model_dump(), card.card_no))
     transfer = TransferRow(
-        transfer_id="T001", debit_account=intake_account("cash", "D0"), credit_account=deposit_account("P001"),
-        amount_fen=50000, kind="first_prepayment", method="cash", patient_id="P001", card_no="1000000008",
-        receipt_no="R000000001", clerk_id="C0", device_id="D0", at="2026-10-01T08:05:00+08:00", op_id="O0")
+        transfer_id="T001",
+        debit_account=intake_account("cash", "D0"),
+        credit_account=deposit_account("P001"),
+        amount_fen=50000,
+        kind="first_prepayment",
+        method="cash",
+        patient_id="P001",
+        card_no="1000000008",
+        receipt_no="R000000001",
+        clerk_id="C0",
+        device_id="D0",
+        at="2026-10-01T08:05:00+08:00",
+        op_id="O0",
+    )
     rows.append(("transfers", transfer.model_dump(), transfer.transfer_id))
     return rows
 
@@ -63,26 +120,49 @@ def desk(tmp_path: Path) -> Desk:
     actor = Actor("C1", frozenset({"cashier"}), "DEV1")
     # one top-up still pending, one the server refused
     for transfer_id, amount in (("T002", 10050), ("T003", 20000)):
-        store.execute(actor, lambda s, t=transfer_id, a=amount: TopUp(
-            transfer_id=t, card_no="1000000008", amount_fen=a, method="wechat",
-            receipt_no=s.take_number(Series.RECEIPT)))
+        store.execute(
+            actor,
+            lambda s, t=transfer_id, a=amount: TopUp(
+                transfer_id=t,
+                card_no="1000000008",
+                amount_fen=a,
+                method="wechat",
+                receipt_no=s.take_number(Series.RECEIPT),
+            ),
+        )
     refused = store.outbox()[0]
-    store.record_results([ServerResult(op_id=refused.op_id, status="rejected", code="card_lost",
-                                       params={"card_no": "1000000008"})])
+    store.record_results(
+        [
+            ServerResult(
+                op_id=refused.op_id,
+                status="rejected",
+                code="card_lost",
+                params={"card_no": "1000000008"},
+            )
+        ]
+    )
     store.rebase()
     network = SwitchableTransport()
     network.cut = True
     client = SyncClient("http://central.invalid", transport=network)
     d = Desk(store, client, DeskSettings(window_name="收费窗口 3"), network=network)
     d.clerk = ClerkSession("C1", "cashier", "王芳", frozenset({"cashier"}), "online")
-    d.engine.status = SyncStatus(online=True, has_session=True, last_success_at=NOW - timedelta(minutes=3))
+    d.engine.status = SyncStatus(
+        online=True, has_session=True, last_success_at=NOW - timedelta(minutes=3)
+    )
     d.network.cut = False  # type: ignore[union-attr]
     return d
 
 
 def app_for(desk: Desk, language: str):
-    return make_app(desk, language=language, run_sync=False, status_interval_s=0, clock=lambda: NOW,
-                    cursor_blink=False)
+    return make_app(
+        desk,
+        language=language,
+        run_sync=False,
+        status_interval_s=0,
+        clock=lambda: NOW,
+        cursor_blink=False,
+    )
 
 
 async def _open_cashier_with_search(pilot: Pilot) -> None:
@@ -113,7 +193,9 @@ async def _open_issues(pilot: Pilot) -> None:
 
 @pytest.mark.parametrize("language", ["zh", "en"])
 def test_cashier_screen_snapshot(snap_compare, desk: Desk, language: str) -> None:
-    assert snap_compare(app_for(desk, language), terminal_size=SIZE, run_before=_open_cashier_with_search)
+    assert snap_compare(
+        app_for(desk, language), terminal_size=SIZE, run_before=_open_cashier_with_search
+    )
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])

@@ -98,8 +98,11 @@ class WindowApp(App[None]):
         """Worker failures land here, once, as a notice the clerk can read."""
         if event.state == WorkerState.ERROR:
             error = event.worker.error
-            self.notify(self.i18n.t("error.unexpected", error=f"{type(error).__name__}: {error}"),
-                        severity="error", timeout=15)
+            self.notify(
+                self.i18n.t("error.unexpected", error=f"{type(error).__name__}: {error}"),
+                severity="error",
+                timeout=15,
+            )
 
     # -- navigation ------------------------------------------------------------
 
@@ -159,8 +162,11 @@ class WindowApp(App[None]):
                 self.call_later(self.run_action, action, target)
 
             yield SystemCommand(f"{binding.description}  [{key.upper()}]", binding.description, run)
-        yield SystemCommand(self.i18n.t("cmd.language"), self.i18n.t("cmd.language.help"),
-                            self.action_toggle_language)
+        yield SystemCommand(
+            self.i18n.t("cmd.language"),
+            self.i18n.t("cmd.language.help"),
+            self.action_toggle_language,
+        )
         yield SystemCommand(self.i18n.t("key.quit"), self.i18n.t("cmd.quit.help"), self.action_quit)
 
 
@@ -175,6 +181,11 @@ def make_app(
     cursor_blink: bool = True,
 ) -> WindowApp:
     return WindowApp(
-        desk, I18n(language), demo=demo, clock=clock, run_sync=run_sync,
-        status_interval_s=status_interval_s, cursor_blink=cursor_blink,
+        desk,
+        I18n(language),
+        demo=demo,
+        clock=clock,
+        run_sync=run_sync,
+        status_interval_s=status_interval_s,
+        cursor_blink=cursor_blink,
     )

@@ -1,10 +1,10 @@
 """The ``workstation`` command.
 
-  workstation demo                       the whole product on this machine
-  workstation server --db URL            the central server
-  workstation admin --db URL ...         clerks, enrolment codes, epochs
-  workstation enroll --server URL --code CODE
-  workstation run                        a real workstation (after enroll)
+workstation demo                       the whole product on this machine
+workstation server --db URL            the central server
+workstation admin --db URL ...         clerks, enrolment codes, epochs
+workstation enroll --server URL --code CODE
+workstation run                        a real workstation (after enroll)
 """
 
 from __future__ import annotations
@@ -24,14 +24,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="workstation", description="Hospital window workstation")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the demo: embedded central server, demo hospital, this workstation")
+    demo = sub.add_parser(
+        "demo", help="run the demo: embedded central server, demo hospital, this workstation"
+    )
     demo.add_argument("--data-dir", type=Path, default=Path("demo-data"))
     demo.add_argument("--patients", type=int, default=10_000)
     demo.add_argument("--lang", choices=["zh", "en"], default=None)
     demo.add_argument("--reset", action="store_true", help="start again from a fresh demo hospital")
 
     server = sub.add_parser("server", help="run the central server")
-    server.add_argument("--db", required=True, help="sqlite:///path/central.db or postgresql://user@host/db")
+    server.add_argument(
+        "--db", required=True, help="sqlite:///path/central.db or postgresql://user@host/db"
+    )
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8700)
 
@@ -41,12 +45,18 @@ def main(argv: list[str] | None = None) -> None:
     clerk = admin_sub.add_parser("create-clerk", help="create a clerk (asks for the password)")
     clerk.add_argument("username")
     clerk.add_argument("--name", required=True)
-    clerk.add_argument("--roles", required=True, help="comma-separated: cashier,admission,registrar,supervisor,admin")
+    clerk.add_argument(
+        "--roles",
+        required=True,
+        help="comma-separated: cashier,admission,registrar,supervisor,admin",
+    )
     clerk.add_argument("--password", help="omit to be asked (recommended)")
     code = admin_sub.add_parser("enroll-code", help="make a one-time code to enroll a workstation")
     code.add_argument("--device-name", required=True)
     admin_sub.add_parser("list-clerks")
-    admin_sub.add_parser("new-epoch", help="after restoring the database from a backup: workstations re-bootstrap")
+    admin_sub.add_parser(
+        "new-epoch", help="after restoring the database from a backup: workstations re-bootstrap"
+    )
     seed = admin_sub.add_parser("seed-demo", help="fill an empty database with the demo hospital")
     seed.add_argument("--patients", type=int, default=10_000)
 
@@ -55,8 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     enroll.add_argument("--code", required=True)
     enroll.add_argument("--device-name", required=True)
     enroll.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    enroll.add_argument("--secrets", choices=["keyring", "file"], default="keyring",
-                        help="where to keep the device token; 'file' only on a machine you control")
+    enroll.add_argument(
+        "--secrets",
+        choices=["keyring", "file"],
+        default="keyring",
+        help="where to keep the device token; 'file' only on a machine you control",
+    )
 
     run = sub.add_parser("run", help="open the workstation (after enroll)")
     run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -108,21 +122,29 @@ def _admin(args: argparse.Namespace) -> None:
         with engine.connect() as conn:
             for row in conn.execute(select(clerks).order_by(clerks.c.username)):
                 state = "active" if row.active else "disabled"
-                print(f"{row.username:<16} {row.name:<12} {','.join(json.loads(row.roles)):<28} {state}")
+                print(
+                    f"{row.username:<16} {row.name:<12} {','.join(json.loads(row.roles)):<28} {state}"
+                )
     elif args.admin_command == "new-epoch":
         with writer(engine) as conn, conn.begin():
             epoch = new_epoch()
             conn.execute(update(meta).where(meta.c.key == "epoch").values(value=epoch))
             # a restored counter may be behind numbers already handed out: jump well past them
             conn.execute(
-                update(counters).where(counters.c.name.like("series:%")).values(value=counters.c.value + 1_000_000)
+                update(counters)
+                .where(counters.c.name.like("series:%"))
+                .values(value=counters.c.value + 1_000_000)
             )
-        print(f"new server epoch {epoch}: workstations will re-bootstrap and re-send what the backup lost")
+        print(
+            f"new server epoch {epoch}: workstations will re-bootstrap and re-send what the backup lost"
+        )
     elif args.admin_command == "seed-demo":
         from workstation.demo.seed import seed_demo_hospital
 
         summary = seed_demo_hospital(engine, args.patients)
-        print(f"seeded {summary.patients} patients, {summary.cards} cards, {summary.transfers} payments")
+        print(
+            f"seeded {summary.patients} patients, {summary.cards} cards, {summary.transfers} payments"
+        )
 
 
 def _enroll(args: argparse.Namespace) -> None:
@@ -153,8 +175,12 @@ def _enroll(args: argparse.Namespace) -> None:
     finally:
         store.close()
     secrets.set("device_token", token)
-    Settings(server_url=args.server, device_name=args.device_name, window_name=args.device_name,
-             secrets=args.secrets).save(args.data_dir)
+    Settings(
+        server_url=args.server,
+        device_name=args.device_name,
+        window_name=args.device_name,
+        secrets=args.secrets,
+    ).save(args.data_dir)
     print(f"enrolled as {args.device_name}; device token kept in {secrets.description}")
 
 
@@ -170,7 +196,9 @@ def _run(args: argparse.Namespace) -> None:
     try:
         settings = Settings.load(args.data_dir)
     except FileNotFoundError:
-        sys.exit(f"error: {args.data_dir} holds no enrolled workstation; run `workstation enroll` first")
+        sys.exit(
+            f"error: {args.data_dir} holds no enrolled workstation; run `workstation enroll` first"
+        )
     try:
         secrets = open_secret_store(settings.secrets, args.data_dir)
         token = secrets.get("device_token")
@@ -181,8 +209,15 @@ def _run(args: argparse.Namespace) -> None:
     logging.basicConfig(filename=args.data_dir / "workstation.log", level=logging.INFO)
     store = LocalStore(args.data_dir / "workstation.db")
     client = SyncClient(settings.server_url, device_token=token)
-    desk = Desk(store, client, DeskSettings(hospital_name=settings.hospital_name, window_name=settings.window_name,
-                                            receipts_dir=args.data_dir / "receipts"))
+    desk = Desk(
+        store,
+        client,
+        DeskSettings(
+            hospital_name=settings.hospital_name,
+            window_name=settings.window_name,
+            receipts_dir=args.data_dir / "receipts",
+        ),
+    )
     try:
         make_app(desk, language=args.lang or settings.language or default_language()).run()
     finally:

@@ -47,7 +47,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "key.show_resolved": ("显示已处理", "Show handled"),
     "key.close": ("关闭", "Close"),
     "cmd.language": ("切换语言 / Switch language", "Switch language / 切换语言"),
-    "cmd.language.help": ("在简体中文和英文之间切换", "Switch between Simplified Chinese and English"),
+    "cmd.language.help": (
+        "在简体中文和英文之间切换",
+        "Switch between Simplified Chinese and English",
+    ),
     "cmd.quit.help": ("退出工作站程序", "Quit the workstation"),
     # status bar
     "status.online": ("● 在线", "● Online"),
@@ -72,16 +75,25 @@ CATALOG: dict[str, tuple[str, str]] = {
     "login.title": ("操作员登录", "Clerk login"),
     "login.username": ("用户名", "Username"),
     "login.password": ("密码", "Password"),
-    "login.hint": ("输入用户名和密码后按 Enter。F9 切换语言。", "Type username and password, then Enter. F9 switches language."),
+    "login.hint": (
+        "输入用户名和密码后按 Enter。F9 切换语言。",
+        "Type username and password, then Enter. F9 switches language.",
+    ),
     "login.working": ("正在登录…", "Logging in…"),
     "login.offline_ok": (
         "中心服务器不可达，已离线登录。工作照常进行，恢复联网后自动同步。",
         "Central server unreachable: logged in offline. Work continues and syncs when the network is back.",
     ),
     "demo.title": ("演示环境", "Demo"),
-    "demo.users": ("演示账号（用户名 / 密码 / 岗位）：", "Demo accounts (username / password / roles):"),
+    "demo.users": (
+        "演示账号（用户名 / 密码 / 岗位）：",
+        "Demo accounts (username / password / roles):",
+    ),
     "demo.secrets": ("设备凭证保存在：{where}", "Device token kept in: {where}"),
-    "demo.network": ("F12 断开/恢复本机与中心服务器的网络，体验离线工作。", "F12 cuts/restores this workstation's network to show offline work."),
+    "demo.network": (
+        "F12 断开/恢复本机与中心服务器的网络，体验离线工作。",
+        "F12 cuts/restores this workstation's network to show offline work.",
+    ),
     # home
     "home.title": ("请选择工作", "Choose your desk"),
     "home.welcome": ("{name}，您好。", "Hello, {name}."),
@@ -94,9 +106,18 @@ CATALOG: dict[str, tuple[str, str]] = {
         "查找患者：姓名 / 拼音首字母(zsf) / 身份证号 / 手机号 / 卡号；刷卡或读身份证直接打开",
         "Find patient: name / pinyin initials (zsf) / ID no. / phone / card no.; swipe a card or read an ID card to open",
     ),
-    "cashier.no_patient": ("尚未选择患者。查找患者，或按 F2 登记新患者。", "No patient selected. Search, or press F2 to register a new patient."),
-    "cashier.no_results": ("没有找到。按 F2 登记新患者。", "Nothing found. Press F2 to register a new patient."),
-    "cashier.results": ("找到 {count} 位（最多显示 {limit} 位）", "{count} found (showing at most {limit})"),
+    "cashier.no_patient": (
+        "尚未选择患者。查找患者，或按 F2 登记新患者。",
+        "No patient selected. Search, or press F2 to register a new patient.",
+    ),
+    "cashier.no_results": (
+        "没有找到。按 F2 登记新患者。",
+        "Nothing found. Press F2 to register a new patient.",
+    ),
+    "cashier.results": (
+        "找到 {count} 位（最多显示 {limit} 位）",
+        "{count} found (showing at most {limit})",
+    ),
     "col.name": ("姓名", "Name"),
     "col.sex": ("性别", "Sex"),
     "col.birth": ("出生日期", "Born"),
@@ -122,7 +143,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "patient.address": ("地址", "Address"),
     "patient.pending_mark": ("待同步", "pending"),
     "need.patient": ("请先选择患者。", "Select a patient first."),
-    "need.card": ("该患者没有在用的卡，请先发卡（F3）。", "This patient has no active card: issue one first (F3)."),
+    "need.card": (
+        "该患者没有在用的卡，请先发卡（F3）。",
+        "This patient has no active card: issue one first (F3).",
+    ),
     # forms
     "form.register.title": ("登记新患者", "Register a new patient"),
     "form.doc_type": ("证件类型", "Document type"),
@@ -137,8 +161,14 @@ CATALOG: dict[str, tuple[str, str]] = {
     "form.working": ("正在保存…", "Saving…"),
     "form.issue.title": ("发卡", "Issue a card"),
     "form.issue.patient": ("患者：{name}（{doc}）", "Patient: {name} ({doc})"),
-    "form.issue.card_no": ("卡号（本机号段自动分配）：{card_no}", "Card number (from this workstation's block): {card_no}"),
-    "form.issue.amount": ("首次预存金额（元，可不填；至少 {minimum}）", "First prepayment in yuan (optional; at least {minimum})"),
+    "form.issue.card_no": (
+        "卡号（本机号段自动分配）：{card_no}",
+        "Card number (from this workstation's block): {card_no}",
+    ),
+    "form.issue.amount": (
+        "首次预存金额（元，可不填；至少 {minimum}）",
+        "First prepayment in yuan (optional; at least {minimum})",
+    ),
     "form.method": ("支付方式", "Payment method"),
     "form.topup.title": ("预存充值", "Top up deposit"),
     "form.topup.card": ("卡号（可刷卡）", "Card number (swipe or type)"),
@@ -153,18 +183,33 @@ CATALOG: dict[str, tuple[str, str]] = {
         "为 {name} 发卡 {card_no}，首次预存 ¥{amount}，{method}。",
         "Issue card {card_no} to {name} with a first prepayment of ¥{amount} by {method}.",
     ),
-    "confirm.issue_no_money": ("为 {name} 发卡 {card_no}，不预存。", "Issue card {card_no} to {name}, no prepayment."),
+    "confirm.issue_no_money": (
+        "为 {name} 发卡 {card_no}，不预存。",
+        "Issue card {card_no} to {name}, no prepayment.",
+    ),
     "confirm.hint": ("Enter 确认，Esc 返回修改。", "Enter confirms, Esc goes back."),
     # results
     "done.registered": ("已登记 {name}。", "{name} registered."),
-    "done.mapped": ("该证件号已登记为 {name}，已打开原档案。", "That document is already registered to {name}; opened the existing record."),
+    "done.mapped": (
+        "该证件号已登记为 {name}，已打开原档案。",
+        "That document is already registered to {name}; opened the existing record.",
+    ),
     "done.card": ("已发卡 {card_no}。", "Card {card_no} issued."),
     "done.top_up": ("已充值，收据 {receipt_no}。", "Topped up; receipt {receipt_no}."),
-    "done.offline_note": ("（离线办理，恢复联网后自动同步）", "(done offline; it syncs when the network is back)"),
-    "done.refused": ("中心服务器拒绝了该操作：{reason}（已列入同步问题）", "The central server refused this: {reason} (listed in Sync issues)"),
+    "done.offline_note": (
+        "（离线办理，恢复联网后自动同步）",
+        "(done offline; it syncs when the network is back)",
+    ),
+    "done.refused": (
+        "中心服务器拒绝了该操作：{reason}（已列入同步问题）",
+        "The central server refused this: {reason} (listed in Sync issues)",
+    ),
     "receipt.title": ("收据", "Receipt"),
     "receipt.saved": ("可打印文件：{path}", "Printable file: {path}"),
-    "receipt.provisional": ("临时收据：尚未与中心服务器确认", "Provisional receipt: not yet confirmed by the central server"),
+    "receipt.provisional": (
+        "临时收据：尚未与中心服务器确认",
+        "Provisional receipt: not yet confirmed by the central server",
+    ),
     "receipt.final": ("中心服务器已确认", "Confirmed by the central server"),
     # sync issues
     "issues.title": ("同步问题", "Sync issues"),
@@ -186,7 +231,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "issues.card": ("卡 {card_no}", "card {card_no}"),
     "issues.patient": ("患者 {name}", "patient {name}"),
     # errors
-    "error.unexpected": ("出错了：{error}。本次操作未保存，请重试；如反复出现请联系信息科。", "Something went wrong: {error}. Nothing was saved; try again, and call IT if it repeats."),
+    "error.unexpected": (
+        "出错了：{error}。本次操作未保存，请重试；如反复出现请联系信息科。",
+        "Something went wrong: {error}. Nothing was saved; try again, and call IT if it repeats.",
+    ),
 }
 
 

@@ -51,7 +51,11 @@ class BurstDetector:
         self._fast = 0
 
     def feed(self, value: str, t: float) -> None:
-        if self._last_t is None or t - self._last_t > BURST_MAX_GAP_S or len(value) <= self._start_len:
+        if (
+            self._last_t is None
+            or t - self._last_t > BURST_MAX_GAP_S
+            or len(value) <= self._start_len
+        ):
             self._start_len = max(len(value) - 1, 0)
             self._fast = 0
         else:

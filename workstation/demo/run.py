@@ -48,8 +48,9 @@ class EmbeddedServer:
     """The central server in a background thread of this process."""
 
     def __init__(self, app: object, port: int) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                lifespan="off")  # type: ignore[arg-type]
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
+        )  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="central-server", daemon=True)
         self.url = f"http://127.0.0.1:{port}"
@@ -82,20 +83,29 @@ def prepare(data_dir: Path, patients: int, reset: bool) -> tuple[EmbeddedServer,
     if fresh:
         print(f"Seeding the demo hospital ({patients:,} patients)…", flush=True)
         summary = seed_demo_hospital(engine, patients)
-        print(f"  {summary.patients:,} patients, {summary.cards:,} cards, {summary.transfers:,} payments.",
-              flush=True)
+        print(
+            f"  {summary.patients:,} patients, {summary.cards:,} cards, {summary.transfers:,} payments.",
+            flush=True,
+        )
     server = EmbeddedServer(app, free_port())
     server.start()
     return server, engine
 
 
-def run_demo(data_dir: Path, *, patients: int = 10_000, language: str | None = None, reset: bool = False) -> None:
+def run_demo(
+    data_dir: Path, *, patients: int = 10_000, language: str | None = None, reset: bool = False
+) -> None:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=data_dir / "workstation.log", level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        filename=data_dir / "workstation.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     server, engine = prepare(data_dir, patients, reset)
-    secrets = FileSecretStore(data_dir / "secrets.json")  # the demo's explicit choice; said on screen
+    secrets = FileSecretStore(
+        data_dir / "secrets.json"
+    )  # the demo's explicit choice; said on screen
     store = LocalStore(data_dir / "workstation.db")
     try:
         token = secrets.get("device_token")
@@ -114,7 +124,8 @@ def run_demo(data_dir: Path, *, patients: int = 10_000, language: str | None = N
         network = SwitchableTransport()
         client = SyncClient(server.url, device_token=token, transport=network)
         desk = Desk(
-            store, client,
+            store,
+            client,
             DeskSettings(window_name=DEVICE_NAME, receipts_dir=data_dir / "receipts"),
             network=network,
         )

@@ -81,33 +81,54 @@ def demo_rows(
     cards_needed = int(patients * card_share) + 1
     _, card_first, _, _ = grant_block(engine, device_id, Series.CARD, cards_needed)
     _, receipt_first, _, _ = grant_block(engine, device_id, Series.RECEIPT, cards_needed * 2)
-    return _demo_rows(rng, device_id, patients, seed, card_share, card_first, cards_needed, receipt_first)
+    return _demo_rows(
+        rng, device_id, patients, seed, card_share, card_first, cards_needed, receipt_first
+    )
 
 
 def _demo_rows(
-    rng: random.Random, device_id: str, patients: int, seed: int, card_share: float,
-    card_first: int, cards_needed: int, receipt_first: int,
+    rng: random.Random,
+    device_id: str,
+    patients: int,
+    seed: int,
+    card_share: float,
+    card_first: int,
+    cards_needed: int,
+    receipt_first: int,
 ) -> Iterator[Row]:
     card_seq, receipt_seq = card_first, receipt_first
     clerk_id = "seed"
     start = datetime(2024, 11, 1, 8, 0, tzinfo=UTC)
     methods = list(PaymentMethod)
     for index, person in enumerate(generate_people(patients, seed)):
-        at = (start + timedelta(minutes=index * 90 // max(patients // 10_000, 1) + rng.randrange(60)))
+        at = start + timedelta(minutes=index * 90 // max(patients // 10_000, 1) + rng.randrange(60))
         when = at.isoformat(timespec="seconds")
         patient_id = str(ULID.from_datetime(at))
         yield PatientRow(
-            patient_id=patient_id, name=person.name, sex=person.sex, birth_date=person.birth_date,
-            doc_type="resident_id", doc_no=person.national_id, phone=person.phone, address=person.address,
-            registered_at=when, registered_by=clerk_id, registered_device=device_id,
+            patient_id=patient_id,
+            name=person.name,
+            sex=person.sex,
+            birth_date=person.birth_date,
+            doc_type="resident_id",
+            doc_no=person.national_id,
+            phone=person.phone,
+            address=person.address,
+            registered_at=when,
+            registered_by=clerk_id,
+            registered_device=device_id,
         )
         if rng.random() >= card_share or card_seq >= card_first + cards_needed:
             continue
         card_no = card_no_for(card_seq)
         card_seq += 1
         yield CardRow(
-            card_no=card_no, patient_id=patient_id, status=CardStatus.ACTIVE.value, issued_at=when,
-            issued_by=clerk_id, issued_device=device_id, status_changed_at=when,
+            card_no=card_no,
+            patient_id=patient_id,
+            status=CardStatus.ACTIVE.value,
+            issued_at=when,
+            issued_by=clerk_id,
+            issued_device=device_id,
+            status_changed_at=when,
         )
         for kind, amount in _payments(rng):
             method = rng.choice(methods)
@@ -115,9 +136,16 @@ def _demo_rows(
                 transfer_id=str(ULID.from_datetime(at)),
                 debit_account=intake_account(method, device_id),
                 credit_account=deposit_account(patient_id),
-                amount_fen=amount, kind=kind.value, method=method.value, patient_id=patient_id,
-                card_no=card_no, receipt_no=receipt_no_for(receipt_seq), clerk_id=clerk_id,
-                device_id=device_id, at=when, op_id="seed",
+                amount_fen=amount,
+                kind=kind.value,
+                method=method.value,
+                patient_id=patient_id,
+                card_no=card_no,
+                receipt_no=receipt_no_for(receipt_seq),
+                clerk_id=clerk_id,
+                device_id=device_id,
+                at=when,
+                op_id="seed",
             )
             receipt_seq += 1
 
