@@ -11,6 +11,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+import screens.cashier
 from screens.cashier import CashierScreen
 from screens.forms import (
     ConfirmScreen,
@@ -225,3 +226,39 @@ async def test_wrong_password_then_lockout_offline(station: Station) -> None:
             "still locked",
         )
         assert isinstance(app.screen, LoginScreen) and station.desk.clerk is None
+
+
+class ReaderClock:
+    """Time as a card reader makes it: 4 ms between characters."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        self.now += 0.004
+        return self.now
+
+
+async def test_card_swipe_opens_the_patient(
+    station: Station, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(screens.cashier, "time", ReaderClock())
+    app = app_for(station, "zh")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await log_in(pilot, app)
+        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+        station.desk.settings.ack_wait_s = 0
+        from workstation.desk import RegistrationForm
+
+        reg = await station.desk.register_patient(
+            RegistrationForm("李单", "", "", "resident_id", "440524188001010014", "13912345678")
+        )
+        card = await station.desk.issue_card(reg.patient_id, "", "cash")
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
+        cashier = app.screen
+        assert isinstance(cashier, CashierScreen)
+        await pilot.press(*str(card.card_no))  # a reader: one fast burst, no Enter
+        await until(pilot, lambda: cashier.view is not None, "patient opened by the swipe")
+        assert cashier.view is not None and cashier.view.patient.name == "李单"
+        await until(pilot, lambda: cashier.query_one("#search").value == "", "search box cleared")  # type: ignore[attr-defined]
