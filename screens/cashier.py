@@ -43,7 +43,9 @@ class CashierScreen(DeskScreen[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
-        yield Label(self.t("cashier.title"), classes="title", id="cashier-title")
+        with Horizontal(id="cashier-head"):
+            yield Label(self.t("cashier.title"), classes="title", id="cashier-title")
+            yield Static("", classes="hint", id="stock")
         yield DeskInput(placeholder=self.t("cashier.search"), id="search", max_length=80)
         yield Static("", classes="hint", id="results-info")
         with Horizontal(id="cashier-body"):
@@ -56,6 +58,7 @@ class CashierScreen(DeskScreen[None]):
         self.query_one(PatientPanel).show(None, self.i18n)
         self.query_one("#search", Input).focus()
         self.set_interval(2.0, self._refresh_patient)
+        self._show_stock()
 
     def _set_columns(self) -> None:
         table = self.query_one("#results", DataTable)
@@ -66,6 +69,7 @@ class CashierScreen(DeskScreen[None]):
     def apply_language(self) -> None:
         super().apply_language()
         self.query_one("#cashier-title", Label).update(self.t("cashier.title"))
+        self._show_stock()
         self.query_one("#search", Input).placeholder = self.t("cashier.search")
         self._set_columns()
         self._show_hits(self._hits)
@@ -162,8 +166,18 @@ class CashierScreen(DeskScreen[None]):
         self.refresh_bindings()
 
     def _refresh_patient(self) -> None:
-        if self.view is not None and self.app.screen is self:
+        if self.app.screen is not self:
+            return
+        self._show_stock()
+        if self.view is not None:
             self._load_patient(self.view.patient.patient_id)
+
+    def _show_stock(self) -> None:
+        """The leased number blocks: offline, a clerk must see how many cards are left."""
+        cards, receipts = self.desk.numbers_left()
+        self.query_one("#stock", Static).update(
+            self.t("cashier.stock", cards=cards, receipts=receipts)
+        )
 
     @work(thread=True, exclusive=True, group="patient", exit_on_error=False)
     def _open_scan(self, scan: Scan) -> None:

@@ -359,6 +359,10 @@ class Desk:
     def derive_from_national_id(doc_no: str) -> tuple[str, str] | None:
         return derive_from_national_id(doc_no)
 
+    def numbers_left(self) -> tuple[int, int]:
+        """(card numbers, receipt numbers) left in this workstation's leased blocks."""
+        return self.store.numbers_left(Series.CARD), self.store.numbers_left(Series.RECEIPT)
+
     def next_card_no(self) -> str | None:
         """The card number the next issue will take from this workstation's block."""
         return self.store.peek_number(Series.CARD)

@@ -106,6 +106,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "查找患者：姓名 / 拼音首字母(zsf) / 身份证号 / 手机号 / 卡号；刷卡或读身份证直接打开",
         "Find patient: name / pinyin initials (zsf) / ID no. / phone / card no.; swipe a card or read an ID card to open",
     ),
+    "cashier.stock": (
+        "本机号段余：卡号 {cards}，收据号 {receipts}",
+        "Left in this workstation's blocks: {cards} card numbers, {receipts} receipt numbers",
+    ),
     "cashier.no_patient": (
         "尚未选择患者。查找患者，或按 F2 登记新患者。",
         "No patient selected. Search, or press F2 to register a new patient.",
