@@ -166,7 +166,7 @@ class CashierScreen(DeskScreen[None]):
         self.refresh_bindings()
 
     def _refresh_patient(self) -> None:
-        if self.app.screen is not self:
+        if not self.is_current:
             return
         self._show_stock()
         if self.view is not None:

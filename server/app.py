@@ -57,7 +57,11 @@ def _error(
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, before they are parsed."""
+    """Refuse request bodies over ``limit`` bytes with 413, before they are parsed.
+
+    A declared Content-Length is checked at once; a body without one is read
+    (up to the limit) before the app sees it, so the refusal is ours and not a
+    parsing error."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -67,24 +71,31 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._too_large(scope, receive, send)
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
+        messages: list[Message] = []
         received = 0
-
-        async def limited() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _TooLarge
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replay = iter(messages)
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._too_large(scope, receive, send)
+        async def buffered() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, buffered, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = _error(
@@ -94,10 +105,6 @@ class BodyLimit:
             f"The request body exceeds {self.limit} bytes.",
         )
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(engine: Engine | str, policy: Policy | None = None) -> FastAPI:

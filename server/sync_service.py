@@ -276,7 +276,9 @@ class SyncService:
             params=params,
             message_zh=rejection.message("zh") if rejection else None,
             message_en=rejection.message("en") if rejection else None,
-            server_seq=known.change_seq,
+            server_seq=known.change_seq
+            if known.status in ("applied", "applied_modified")
+            else None,
             result=json.loads(known.result) if known.result else None,
         )
 

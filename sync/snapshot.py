@@ -12,28 +12,39 @@ from typing import Any
 
 
 def read_snapshot(stream: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """Decode a snapshot stream into its lines, checking the hash at the end."""
+    """Decode a snapshot stream into its lines, checking count and hash at the end."""
     decompressor = zlib.decompressobj(31)
     digest = hashlib.sha256()
-    buffer = b""
+    pending = b""
+    rows = 0
     ended = False
 
     def lines_of(data: bytes) -> Iterator[dict[str, Any]]:
-        nonlocal buffer, ended
-        buffer += data
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            item = json.loads(line)
+        nonlocal pending, rows, ended
+        *complete, pending = (pending + data).split(b"\n")
+        for line in complete:
+            if ended:
+                raise ValueError("snapshot has data after its end line")
+            try:
+                item = json.loads(line)
+            except ValueError:
+                raise ValueError("snapshot line is not JSON") from None
+            if not isinstance(item, dict):
+                raise ValueError("snapshot line is not an object")
             if item.get("type") == "end":
-                if item.get("sha256") != digest.hexdigest():
-                    raise ValueError("snapshot hash mismatch")
+                if item.get("sha256") != digest.hexdigest() or item.get("count") != rows:
+                    raise ValueError("snapshot hash or row count mismatch")
                 ended = True
             else:
                 digest.update(line + b"\n")
+                rows += len(item.get("rows", ()))
             yield item
 
-    for chunk in stream:
-        yield from lines_of(decompressor.decompress(chunk))
-    yield from lines_of(decompressor.flush())
-    if not ended:
+    try:
+        for chunk in stream:
+            yield from lines_of(decompressor.decompress(chunk))
+        yield from lines_of(decompressor.flush())
+    except zlib.error as exc:
+        raise ValueError(f"snapshot is not a valid gzip stream: {exc}") from None
+    if not ended or pending.strip():
         raise ValueError("snapshot truncated")

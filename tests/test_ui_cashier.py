@@ -60,7 +60,16 @@ async def station(central_sqlite: Central, tmp_path: Path):
 
 def app_for(station: Station, language: str) -> WindowApp:
     station.engine.interval_s = 0.2
-    return make_app(station.desk, language=language, cursor_blink=False)
+    app = make_app(station.desk, language=language, cursor_blink=False)
+    app.told = []  # type: ignore[attr-defined]  # every notice, kept (toasts expire)
+    shown = app.notify
+
+    def notify(message: str, **kwargs: object) -> None:
+        app.told.append(str(message))  # type: ignore[attr-defined]
+        shown(message, **kwargs)  # type: ignore[arg-type]
+
+    app.notify = notify  # type: ignore[method-assign]
+    return app
 
 
 def screen_text(app: WindowApp, selector: str) -> str:
@@ -111,7 +120,7 @@ async def test_cashier_first_job_by_keys(
         await until(pilot, lambda: cashier.view is not None, "patient shown")
         assert cashier.view is not None and cashier.view.patient.name == "张三丰"
         assert cashier.view.patient.birth_date == "1949-12-31" and cashier.view.patient.sex == "F"
-        assert any(registered in str(n.message) for n in app._notifications)
+        assert any(registered in note for note in app.told)  # type: ignore[attr-defined]
 
         # issue a card with a first prepayment of 50 yuan, cash; confirm; receipt
         await pilot.press("f3")
@@ -127,7 +136,7 @@ async def test_cashier_first_job_by_keys(
         assert Path(receipt.path).read_text(encoding="utf-8").count(receipt.receipt.receipt_no) == 1
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, CashierScreen), "desk again")
-        assert any(card_issued in str(n.message) for n in app._notifications)
+        assert any(card_issued in note for note in app.told)  # type: ignore[attr-defined]
 
         # bad input: three decimals -> clear message in the clerk's language, nothing written
         receipts_left = station.store.numbers_left(Series.RECEIPT)

@@ -90,6 +90,8 @@ class WindowApp(App[None]):
         self.refresh_status()
 
     def refresh_status(self) -> None:
+        if not self.screen_stack:
+            return
         screen = self.screen
         for bar in screen.query(StatusBar):
             bar.show(self.desk.status(), self.i18n, self.desk.clerk, self.clock())

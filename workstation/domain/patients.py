@@ -66,9 +66,18 @@ def clean_phone(text: str) -> str:
     if not phone:
         raise DomainError("phone_empty")
     _check_length("phone", phone, PHONE_MAX)
-    if not (_MOBILE.fullmatch(phone) or _LANDLINE.fullmatch(phone)):
+    if _MOBILE.fullmatch(phone):
+        return phone
+    landline = _LANDLINE.fullmatch(phone)
+    if landline is None:
         raise DomainError("phone_format")
-    return phone
+    # stored as digits (010-87654321 -> 01087654321) so a clerk finds it by what they type;
+    # an extension keeps its hyphen
+    main, extension = (
+        phone[: landline.start(1)] if landline.group(1) else phone,
+        landline.group(1) or "",
+    )
+    return main.replace("-", "") + extension
 
 
 def clean_address(text: str) -> str:
