@@ -151,23 +151,24 @@ class WindowApp(App[None]):
         self.refresh_status()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """The command palette lists every action this screen offers, by key."""
+        """The command palette lists every action this screen and the app offer, with its key."""
         seen: set[str] = set()
-        for key, active in screen.active_bindings.items():
-            binding = active.binding
-            if not active.enabled or not binding.description or binding.action in seen:
+        for key, active in sorted(screen.active_bindings.items()):
+            binding, node = active.binding, active.node
+            # the screen's and the app's own actions; a text field's editing keys are not actions
+            if not isinstance(node, (Screen, App)) or not binding.description or not active.enabled:
+                continue
+            if binding.action in seen:
                 continue
             seen.add(binding.action)
-            node = active.node
 
             def run(action: str = binding.action, target: object = node) -> None:
                 self.call_later(self.run_action, action, target)
 
-            yield SystemCommand(f"{binding.description}  [{key.upper()}]", binding.description, run)
+            label = binding.key_display or key.upper()
+            yield SystemCommand(f"{label}  {binding.description}", "", run)
         yield SystemCommand(
-            self.i18n.t("cmd.language"),
-            self.i18n.t("cmd.language.help"),
-            self.action_toggle_language,
+            self.i18n.t("cmd.language"), self.i18n.t("cmd.language.help"), self.action_toggle_language
         )
         yield SystemCommand(self.i18n.t("key.quit"), self.i18n.t("cmd.quit.help"), self.action_quit)
 
