@@ -34,7 +34,6 @@ from sync.protocol import (
     PushResponse,
 )
 from workstation.domain.numbers import Series
-from workstation.domain.state import Policy
 
 from .auth import AuthError, AuthService, Device, Session
 from .db import create_schema, make_engine, utc_now
@@ -107,14 +106,13 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def create_app(engine: Engine | str, policy: Policy | None = None) -> FastAPI:
+def create_app(engine: Engine | str) -> FastAPI:
     """The server app over ``engine`` (or a database URL); creates missing tables."""
     if isinstance(engine, str):
         engine = make_engine(engine)
-    policy = policy or Policy()
     create_schema(engine)
-    auth = AuthService(engine, policy)
-    sync = SyncService(engine, policy)
+    auth = AuthService(engine)
+    sync = SyncService(engine)
 
     app = FastAPI(
         title="Hospital window central server",
@@ -183,7 +181,7 @@ def create_app(engine: Engine | str, policy: Policy | None = None) -> FastAPI:
                 name=session.name,
                 roles=list(session.roles),
             ),
-            policy=policy.as_dict(),
+            policy=session.policy,
             server_time=utc_now(),
             epoch=sync.epoch(),
         )

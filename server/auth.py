@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -21,9 +21,8 @@ from sqlalchemy.engine import Connection
 from ulid import ULID
 
 from workstation.domain.commands import ROLES
-from workstation.domain.state import Policy
 
-from .db import audit, clerks, devices, enrollment_codes, sessions, utc_now, writer
+from .db import audit, clerks, devices, enrollment_codes, load_policy, sessions, utc_now, writer
 
 SESSION_HOURS = 12
 ENROLL_CODE_HOURS = 72
@@ -51,6 +50,9 @@ class Session:
     name: str
     roles: tuple[str, ...]
     device_id: str
+    policy: dict[str, int] = field(
+        default_factory=dict
+    )  # at login: the policy the clerk works under
 
 
 def token_hash(token: str) -> str:
@@ -78,9 +80,8 @@ def _locked(until: str) -> AuthError:
 
 
 class AuthService:
-    def __init__(self, engine: Engine, policy: Policy | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.policy = policy or Policy()
 
     # -- administration ------------------------------------------------------
 
@@ -195,6 +196,7 @@ class AuthService:
         now = _now()
         refusal: AuthError | None = None
         with writer(self.engine) as conn, conn.begin():
+            policy = load_policy(conn)
             row = conn.execute(select(clerks).where(clerks.c.username == username)).first()
             if row is None or not row.active:
                 _hasher.hash(password)  # same cost as a real check: do not reveal who exists
@@ -211,8 +213,8 @@ class AuthService:
                 refusal = AuthError(
                     401, "login_failed", "用户名或密码错误。", "Wrong username or password."
                 )
-                if attempts >= self.policy.login_attempts:
-                    until = (now + timedelta(minutes=self.policy.lockout_minutes)).isoformat(
+                if attempts >= policy.login_attempts:
+                    until = (now + timedelta(minutes=policy.lockout_minutes)).isoformat(
                         timespec="seconds"
                     )
                     values = {"failed_attempts": 0, "locked_until": until}
@@ -246,7 +248,12 @@ class AuthService:
             raise refusal
         assert row is not None
         session = Session(
-            row.clerk_id, row.username, row.name, tuple(json.loads(row.roles)), device.device_id
+            row.clerk_id,
+            row.username,
+            row.name,
+            tuple(json.loads(row.roles)),
+            device.device_id,
+            policy.as_dict(),
         )
         return token, expires, session
 

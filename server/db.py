@@ -8,6 +8,7 @@ audit record of every command), the change log and the number blocks.
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -27,11 +28,13 @@ from sqlalchemy import (
     event,
     insert,
     select,
+    update,
 )
 from sqlalchemy.engine import Connection
 
 from workstation.domain.numbers import SERIES_START, Series
 from workstation.domain.rows import ROW_TYPES, Row, columns_of
+from workstation.domain.state import Policy
 
 metadata = MetaData()
 
@@ -232,6 +235,36 @@ def create_schema(engine: Engine) -> None:
                 conn.execute(insert(counters).values(name=name, value=SERIES_START[series]))
         if conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).first() is None:
             conn.execute(insert(meta).values(key="epoch", value=new_epoch()))
+
+
+def load_policy(conn: Connection) -> Policy:
+    """The hospital's policy: the defaults, overridden by what an admin set."""
+    raw = conn.execute(select(meta.c.value).where(meta.c.key == "policy")).scalar()
+    return Policy.from_dict(json.loads(raw)) if raw else Policy()
+
+
+def save_policy(engine: Engine, policy: Policy) -> None:
+    with writer(engine) as conn, conn.begin():
+        value = json.dumps(policy.as_dict())
+        if conn.execute(select(meta.c.key).where(meta.c.key == "policy")).first() is None:
+            conn.execute(insert(meta).values(key="policy", value=value))
+        else:
+            conn.execute(update(meta).where(meta.c.key == "policy").values(value=value))
+
+
+def start_new_epoch(engine: Engine) -> str:
+    """After restoring the database from a backup: workstations see a new epoch,
+    re-bootstrap and push again what the backup lost. Number counters jump a
+    million forward, as a restored counter may be behind numbers handed out."""
+    epoch = new_epoch()
+    with writer(engine) as conn, conn.begin():
+        conn.execute(update(meta).where(meta.c.key == "epoch").values(value=epoch))
+        conn.execute(
+            update(counters)
+            .where(counters.c.name.like("series:%"))
+            .values(value=counters.c.value + 1_000_000)
+        )
+    return epoch
 
 
 def new_epoch() -> str:

@@ -45,6 +45,7 @@ from .db import (
     clerks,
     counters,
     is_sqlite,
+    load_policy,
     meta,
     ops,
     utc_now,
@@ -85,9 +86,8 @@ def _parse_time(text: str) -> datetime | None:
 
 
 class SyncService:
-    def __init__(self, engine: Engine, policy: Policy | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.policy = policy or Policy()
         self._upserts = {table: self._upsert_statement(table) for table in REPLICATED}
 
     # -- push ----------------------------------------------------------------
@@ -113,6 +113,7 @@ class SyncService:
             return results
         with writer(self.engine) as conn, conn.begin():
             head = self._lock_head(conn)
+            policy = load_policy(conn)
             last_seq = self._device_last_seq(conn, device_id)
             stored = {
                 row.op_id: row
@@ -154,7 +155,14 @@ class SyncService:
                 savepoint = conn.begin_nested()
                 try:
                     result, head = self._apply_one(
-                        conn, device_id, pushed_by, op, clerk_cache[op.clerk_id], head, applied_at
+                        conn,
+                        policy,
+                        device_id,
+                        pushed_by,
+                        op,
+                        clerk_cache[op.clerk_id],
+                        head,
+                        applied_at,
                     )
                     savepoint.commit()
                 except IntegrityError as exc:
@@ -181,6 +189,7 @@ class SyncService:
     def _apply_one(
         self,
         conn: Connection,
+        policy: Policy,
         device_id: str,
         pushed_by: str,
         op: WireOp,
@@ -188,7 +197,7 @@ class SyncService:
         head: int,
         applied_at: str,
     ) -> tuple[OpResult, int]:
-        outcome = self._decide(conn, device_id, op, clerk)
+        outcome = self._decide(conn, policy, device_id, op, clerk)
         if isinstance(outcome, Rejection):
             result = _rejected(op.op_id, outcome)
         else:
@@ -209,7 +218,9 @@ class SyncService:
         self._record(conn, device_id, pushed_by, op, result, head, applied_at)
         return result, head
 
-    def _decide(self, conn: Connection, device_id: str, op: WireOp, clerk: Clerk | None) -> Any:
+    def _decide(
+        self, conn: Connection, policy: Policy, device_id: str, op: WireOp, clerk: Clerk | None
+    ) -> Any:
         expected = hashlib.sha256(f"{op.kind}\n{op.payload}".encode()).hexdigest()
         if expected != op.args_hash:
             return Rejection(code="command_malformed", params={"detail": "args_hash"})
@@ -229,7 +240,7 @@ class SyncService:
         ctx = OpContext(
             actor=Actor(clerk.clerk_id, clerk.roles, device_id), at=op.at, op_id=op.op_id
         )
-        return decide(ServerState(conn, self.policy), command, ctx)
+        return decide(ServerState(conn, policy), command, ctx)
 
     def _record(
         self,

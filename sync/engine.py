@@ -232,7 +232,9 @@ class SyncEngine:
             ]
             await asyncio.to_thread(self.store.record_results, results)
             self._set_status(
-                clock_skew_s=answer.clock_skew_s, clock_skew_flagged=answer.clock_skew_flagged
+                online=True,
+                clock_skew_s=answer.clock_skew_s,
+                clock_skew_flagged=answer.clock_skew_flagged,
             )
             report.pushed += sum(1 for r in results if r.status in ("applied", "applied_modified"))
             report.rejected += sum(1 for r in results if r.status in ("rejected", "needs_review"))

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     admin_sub.add_parser(
         "new-epoch", help="after restoring the database from a backup: workstations re-bootstrap"
     )
+    admin_sub.add_parser("show-policy", help="print the hospital's policy")
+    policy = admin_sub.add_parser("set-policy", help="change the policy, e.g. offline_login_days=3")
+    policy.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     seed = admin_sub.add_parser("seed-demo", help="fill an empty database with the demo hospital")
     seed.add_argument("--patients", type=int, default=10_000)
 
@@ -101,10 +104,18 @@ def _serve(db: str, host: str, port: int) -> None:
 
 
 def _admin(args: argparse.Namespace) -> None:
-    from sqlalchemy import select, update
+    from sqlalchemy import select
 
     from server.auth import AuthService
-    from server.db import clerks, counters, create_schema, make_engine, meta, new_epoch, writer
+    from server.db import (
+        clerks,
+        create_schema,
+        load_policy,
+        make_engine,
+        save_policy,
+        start_new_epoch,
+    )
+    from workstation.domain.state import Policy
 
     engine = make_engine(args.db)
     create_schema(engine)
@@ -126,18 +137,26 @@ def _admin(args: argparse.Namespace) -> None:
                     f"{row.username:<16} {row.name:<12} {','.join(json.loads(row.roles)):<28} {state}"
                 )
     elif args.admin_command == "new-epoch":
-        with writer(engine) as conn, conn.begin():
-            epoch = new_epoch()
-            conn.execute(update(meta).where(meta.c.key == "epoch").values(value=epoch))
-            # a restored counter may be behind numbers already handed out: jump well past them
-            conn.execute(
-                update(counters)
-                .where(counters.c.name.like("series:%"))
-                .values(value=counters.c.value + 1_000_000)
-            )
+        epoch = start_new_epoch(engine)
         print(
             f"new server epoch {epoch}: workstations will re-bootstrap and re-send what the backup lost"
         )
+    elif args.admin_command in ("show-policy", "set-policy"):
+        with engine.connect() as conn:
+            current = load_policy(conn)
+        if args.admin_command == "set-policy":
+            values = current.as_dict()
+            for setting in args.settings:
+                key, _, value = setting.partition("=")
+                if key not in values or not value.isdigit():
+                    sys.exit(
+                        f"error: {setting!r}: use KEY=NUMBER with KEY one of {', '.join(values)}"
+                    )
+                values[key] = int(value)
+            current = Policy.from_dict(values)
+            save_policy(engine, current)
+        for key, value in current.as_dict().items():
+            print(f"{key} = {value}")
     elif args.admin_command == "seed-demo":
         from workstation.demo.seed import seed_demo_hospital
 

@@ -1,0 +1,153 @@
+"""The sync engine: backoff, status, restore from backup (epoch change),
+the policy handed down by the server, offline login windows."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from server.db import save_policy, start_new_epoch, transfers
+from sync.client import Offline
+from sync.engine import SyncEngine
+from tests.harness import PASSWORD, Central, Station
+from workstation.desk import LoginFailed, RegistrationForm
+from workstation.domain.state import Policy
+
+ZHANG = RegistrationForm("张三丰", "", "", "resident_id", "11010519491231002X", "13812345678")
+
+
+def test_backoff_is_exponential_with_full_jitter(tmp_path: Path) -> None:
+    engine = SyncEngine.__new__(SyncEngine)
+    engine.base_delay_s, engine.max_delay_s = 1.0, 60.0
+    engine.rng = random.Random(7)
+    ceilings = {1: 1.0, 2: 2.0, 3: 4.0, 7: 60.0, 30: 60.0}
+    for failures, ceiling in ceilings.items():
+        delays = [engine.backoff_delay(failures) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8  # spread over the whole range, not a fixed step
+        assert min(delays) < ceiling * 0.2
+
+
+async def test_run_loop_goes_offline_and_comes_back(
+    central_sqlite: Central, tmp_path: Path
+) -> None:
+    central_sqlite.clerk("cash", ["cashier"])
+    station = Station(central_sqlite, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    statuses = []
+    station.engine.on_status = statuses.append
+    station.offline()
+    await station.desk.register_patient(ZHANG)
+    task = asyncio.create_task(station.engine.run())
+    try:
+        for _ in range(200):
+            if station.engine.status.failures >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert (
+            station.engine.status.online is False and station.engine.status.error_code == "offline"
+        )
+        assert station.store.outbox_stats().pending == 1
+        station.online()
+        station.engine.poke()
+        for _ in range(300):
+            if station.store.outbox_stats().pending == 0 and station.engine.status.failures == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert station.store.outbox_stats().pending == 0
+        assert station.engine.status.online is True and station.engine.status.failures == 0
+        assert any(s.online is False for s in statuses) and statuses[-1].online is True
+    finally:
+        station.engine.stop()
+        await task
+        await station.close()
+
+
+def _checkpointed_copy(src: Path, dst: Path) -> None:
+    with sqlite3.connect(src) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(src, dst)
+
+
+async def test_server_restored_from_backup_gets_lost_work_back(tmp_path: Path) -> None:
+    db = tmp_path / "central.db"
+    central = Central(f"sqlite:///{db}")
+    central.clerk("cash", ["cashier"])
+    station = Station(central, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    reg = await station.desk.register_patient(ZHANG)
+    card = await station.desk.issue_card(reg.patient_id, "50", "cash")
+    await station.engine.sync_once()
+
+    central.engine.dispose()
+    _checkpointed_copy(db, tmp_path / "backup.db")  # the nightly backup
+    await station.desk.top_up(str(card.card_no), "100", "cash")
+    await station.desk.top_up(str(card.card_no), "30", "wechat")
+    await station.engine.sync_once()
+    assert station.store.outbox_stats().pending == 0  # the server had them...
+
+    central.engine.dispose()  # ...then its disk died; restore last night's backup
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "backup.db", db)
+    start_new_epoch(central.engine)
+
+    report = await station.engine.sync_once()  # sees the new epoch: re-bootstraps
+    assert report.bootstrapped
+    assert station.store.outbox_stats().pending == 2  # the two top-ups the backup lost
+    report = await station.engine.sync_once()
+    assert report.pushed == 2 and station.store.outbox_stats().pending == 0
+    with central.engine.connect() as conn:
+        assert (
+            conn.execute(select(func.sum(transfers.c.amount_fen))).scalar() == 5000 + 10000 + 3000
+        )
+    view = station.desk.patient(reg.patient_id)
+    assert view is not None and view.balance_fen == view.confirmed_balance_fen == 18000
+    await station.close()
+    central.close()
+
+
+async def test_policy_comes_from_the_server(central_sqlite: Central, tmp_path: Path) -> None:
+    save_policy(central_sqlite.engine, Policy(min_first_prepayment_fen=2000, offline_login_days=1))
+    central_sqlite.clerk("cash", ["cashier"])
+    station = Station(central_sqlite, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    assert station.desk.policy.min_first_prepayment_fen == 2000
+    reg = await station.desk.register_patient(ZHANG)
+    from workstation.desk import CommandRejected
+
+    with pytest.raises(CommandRejected) as refused:
+        await station.desk.issue_card(reg.patient_id, "15", "cash")
+    assert refused.value.rejection.code == "amount_below_minimum"
+    assert "20.00" in refused.value.rejection.message("zh")
+
+    # offline login is allowed within the window the policy sets, and not after it
+    await station.desk.logout()
+    station.offline()
+    clerk = await station.desk.login("cash", PASSWORD)
+    assert clerk.mode == "offline"
+    await station.desk.logout()
+    later = station.store.clock() + timedelta(days=2)
+    station.store.clock = lambda: later
+    with pytest.raises(LoginFailed) as expired:
+        await station.desk.login("cash", PASSWORD)
+    assert expired.value.code == "offline_expired"
+    await station.close()
+
+
+async def test_unknown_clerk_cannot_log_in_offline(central_sqlite: Central, tmp_path: Path) -> None:
+    station = Station(central_sqlite, tmp_path / "a", "a")
+    station.offline()
+    with pytest.raises(LoginFailed) as refused:
+        await station.desk.login("nobody", "whatever")
+    assert refused.value.code == "offline_unknown"
+    with pytest.raises(Offline):
+        await station.engine.client.health()
+    await station.close()
