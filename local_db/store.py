@@ -137,6 +137,9 @@ class ServerResult:
     result: dict[str, Any] | None = None
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 def args_hash(kind: str, payload: str) -> str:
     return hashlib.sha256(f"{kind}\n{payload}".encode()).hexdigest()
 
@@ -190,6 +193,10 @@ class LocalStore:
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.execute("PRAGMA cache_size=-65536")
+        # Checkpoints run from the sync engine's thread (checkpoint()), never inside
+        # a clerk's commit, where they would add milliseconds to the wait.
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         register_functions(self.conn)
         self.db = Database(self.conn, execute_plugins=False)
         self.lock = threading.RLock()
@@ -203,10 +210,25 @@ class LocalStore:
         self._policy: Policy | None = None
         self._fail_before_outbox: Callable[[], None] | None = None  # tests inject faults here
         self._rebase_due = False  # an op left the view since the last rebase
+        self._checkpointer: sqlite3.Connection | None = None
 
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+
+    def checkpoint(self, truncate: bool = False) -> None:
+        """Copy the write-ahead log into the database file, from a second
+        connection so the clerk's writes go on meanwhile (PASSIVE); TRUNCATE
+        (after a bootstrap) also shrinks the log file, waiting for writers."""
+        if self.path == ":memory:":
+            return
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self._checkpointer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -666,6 +688,14 @@ class LocalStore:
                 (receipt_no,),
             ).fetchone()
         return TransferRow.model_construct(**dict(row)) if row is not None else None
+
+    def unconfirmed_count(self) -> int:
+        with self.lock:
+            return int(
+                self.conn.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE state IN (?, ?)", IN_VIEW
+                ).fetchone()[0]
+            )
 
     def op_answer(self, op_id: str) -> tuple[str | None, dict[str, Any] | None]:
         """(outbox state, the server's answer if any) for one op."""

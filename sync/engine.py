@@ -24,7 +24,7 @@ from local_db.store import LocalStore, ServerResult
 from workstation.domain.numbers import Series
 
 from .client import Offline, Refused, SyncClient, SyncError, Unauthorised
-from .protocol import PushRequest, WireOp
+from .protocol import PULL_LIMIT_MAX, PushRequest, WireOp
 from .snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,10 @@ class SyncEngine:
                     failures=failures,
                     retry_in_s=round(delay, 1),
                 )
+            try:
+                await asyncio.to_thread(self.store.checkpoint)
+            except Exception:
+                log.exception("checkpoint failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -246,8 +250,12 @@ class SyncEngine:
     async def _pull_all(self, report: SyncReport) -> None:
         cursor = int(await asyncio.to_thread(self.store.get_meta, "cursor", "0") or 0)
         epoch = await asyncio.to_thread(self.store.get_meta, "epoch")
+        # Every page rebases (undo pending effects, replay what is unconfirmed): after a
+        # long outage ask for pages big enough to confirm the backlog in one or two.
+        unconfirmed = await asyncio.to_thread(self.store.unconfirmed_count)
+        limit = min(PULL_LIMIT_MAX, max(self.pull_limit, 3 * unconfirmed))
         while True:
-            page = await self.client.pull(cursor, self.pull_limit)
+            page = await self.client.pull(cursor, limit)
             if epoch is not None and page.epoch != epoch:
                 log.warning("server epoch changed (%s -> %s): re-bootstrapping", epoch, page.epoch)
                 await self.bootstrap()
@@ -281,7 +289,9 @@ class SyncEngine:
             with os.fdopen(fd, "wb") as out:
                 async for chunk in self.client.snapshot():
                     out.write(chunk)
-            return await asyncio.to_thread(self._load_snapshot_file, path)
+            loaded = await asyncio.to_thread(self._load_snapshot_file, path)
+            await asyncio.to_thread(self.store.checkpoint, True)
+            return loaded
         finally:
             os.unlink(path)
             self._set_status(busy=None)

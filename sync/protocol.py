@@ -14,7 +14,7 @@ DEVICE_HEADER = "X-Device-Token"
 MAX_OPS_PER_PUSH = 500
 MAX_PAYLOAD_CHARS = 16_384
 MAX_BODY_BYTES = 2_000_000
-PULL_LIMIT_MAX = 5_000
+PULL_LIMIT_MAX = 50_000
 
 OpStatus = Literal["applied", "applied_modified", "rejected", "needs_review", "deferred"]
 

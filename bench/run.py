@@ -1,0 +1,499 @@
+"""The benchmark run: set up, measure, print, write ``bench/results.json``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import os
+import pstats
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+
+from local_db.store import LocalStore
+from server.app import create_app
+from server.db import make_engine
+from sync.client import SyncClient
+from sync.engine import SyncEngine, SyncReport
+from workstation.desk import Desk, DeskSettings, enroll_workstation
+from workstation.domain.numbers import Series
+from workstation.domain.state import Actor
+
+from .central import BENCH_PASSWORD, BENCH_USER, DATA_DIR, ensure_central, working_copy
+from .stats import Results, percentile
+from .workload import (
+    active_cards,
+    ensure_numbers,
+    make_ops,
+    make_queries,
+    people_for,
+    top_up_build,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "results.json"
+MB = 1024 * 1024
+
+TOP_UP_P99_MS = 5.0
+SEARCH_P99_MS = 10.0
+DRAIN_OPS_PER_S = 5_000.0
+BOOTSTRAP_S = 30.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    import bench
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=bench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--patients", type=int, default=1_000_000, help="register size")
+    parser.add_argument("--fresh", action="store_true", help="rebuild the cached server database")
+    parser.add_argument("--top-ups", type=int, default=3_000, help="top_up latency samples")
+    parser.add_argument("--queries", type=int, default=300, help="search queries per kind")
+    parser.add_argument("--drain-ops", type=int, default=10_000, help="outbox size to drain")
+    parser.add_argument("--no-http", action="store_true", help="skip the uvicorn drain")
+    parser.add_argument("--seed", type=int, default=7, help="workload random seed")
+    parser.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        choices=["top_up", "search"],
+        help="cProfile a phase that runs on the main thread; stats go to bench/data/profiles/ "
+        "(bootstrap, drain and pull work in threads and another process: use py-spy, e.g. "
+        "'.venv/bin/py-spy record -o bench/data/bench.svg -- .venv/bin/python -m bench')",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep this run's server copy and replica afterwards"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def profiled(name: str, enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        directory = DATA_DIR / "profiles"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}.prof"
+        profiler.dump_stats(path)
+        print(f"  profile of {name}: {path}", flush=True)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+class CountingSnapshot:
+    """Wraps ``SyncClient.snapshot`` to count the bytes and note when the download ended."""
+
+    def __init__(self, client: SyncClient) -> None:
+        self.inner = client.snapshot
+        self.bytes = 0
+        self.done_at: float | None = None
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.inner():
+            self.bytes += len(chunk)
+            yield chunk
+        self.done_at = time.perf_counter()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def file_mb(path: Path) -> float:
+    return path.stat().st_size / MB if path.exists() else 0.0
+
+
+def phase(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.n = args.patients
+        self.results = Results()
+        self.rng = random.Random(args.seed)
+        self.work_dir = DATA_DIR / f"run-{self.n}"
+        self.load_at_start = 0.0
+
+    # -- set-up ---------------------------------------------------------------
+
+    def environment(self) -> None:
+        phase("machine")
+        probe = DATA_DIR / "fsync-probe"
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        samples = []
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        try:
+            for _ in range(300):
+                os.write(fd, b"x" * 4096)
+                started = time.perf_counter()
+                os.fsync(fd)
+                samples.append((time.perf_counter() - started) * 1000)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+        work = (
+            "300 x (write 4 KiB + fsync) on the disk holding bench/data: the floor under a commit"
+        )
+        self.results.add("disk_fsync_p50_ms", percentile(samples, 50), "ms", work)
+        self.results.add("disk_fsync_p99_ms", percentile(samples, 99), "ms", work)
+        self.load_at_start = os.getloadavg()[0]
+
+    def setup_server(self) -> Path:
+        phase(f"central server database ({self.n:,} patients)")
+        info = ensure_central(self.n, fresh=self.args.fresh)
+        how = "built in this run" if info.built_now else "cached from an earlier run"
+        self.results.add(
+            "setup_server_build_s",
+            info.build_s,
+            "s",
+            f"build the central SQLite database: {info.patients:,} patients, {info.cards:,} cards, "
+            f"{info.transfers:,} transfers through server.bulk.bulk_load ({how})",
+            digits=1,
+        )
+        self.results.add(
+            "server_db_mb",
+            info.size_bytes / MB,
+            "MB",
+            f"central SQLite file with {info.patients:,} patients (rows + change log + indexes)",
+            digits=1,
+        )
+        if self.work_dir.exists():
+            shutil.rmtree(self.work_dir)
+        started = time.perf_counter()
+        copy = working_copy(info, self.work_dir)
+        print(f"  working copy in {time.perf_counter() - started:.1f} s: {copy}", flush=True)
+        return copy
+
+    # -- the run --------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.environment()
+        central_db = self.setup_server()
+        engine = make_engine(f"sqlite:///{central_db}")
+        app = create_app(engine)
+        store = LocalStore(self.work_dir / "replica.db")
+        client = SyncClient("http://central", transport=httpx.ASGITransport(app=app))
+        sync = SyncEngine(store, client)
+        desk = Desk(
+            store,
+            client,
+            DeskSettings(receipts_dir=self.work_dir / "receipts", ack_wait_s=0),
+            engine=sync,
+        )
+        try:
+            code = app.state.auth.create_enrollment_code("bench window")
+            await enroll_workstation(client, store, code, "bench window")
+            await desk.login(BENCH_USER, BENCH_PASSWORD)
+            actor = desk._actor()
+
+            await self.bootstrap(sync, client, store)
+            drain = self.args.drain_ops
+            http_ops = 0 if self.args.no_http else drain
+            await ensure_numbers(
+                client, store, Series.RECEIPT, self.args.top_ups + 100 + 2 * (drain + http_ops)
+            )
+            await ensure_numbers(client, store, Series.CARD, (drain + http_ops) // 5 + 10)
+
+            self.top_up(store, actor)
+            self.search(store)
+            await self.drain(store, sync, actor)
+            await self.pull(store, sync)
+            if not self.args.no_http:
+                await self.drain_http(central_db, store, client, actor)
+        finally:
+            await client.aclose()
+            store.close()
+            engine.dispose()
+            if not self.args.keep:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    async def bootstrap(self, sync: SyncEngine, client: SyncClient, store: LocalStore) -> None:
+        phase("bootstrap: snapshot download + load into a fresh replica")
+        counter = CountingSnapshot(client)
+        client.snapshot = counter  # type: ignore[method-assign]
+        started = time.perf_counter()
+        rows = await sync.bootstrap()
+        ended = time.perf_counter()
+        client.snapshot = counter.inner  # type: ignore[method-assign]
+        downloaded = (counter.done_at or ended) - started
+        work = (
+            f"SyncEngine.bootstrap() of a new enrolled workstation (fresh LocalStore) from a "
+            f"{self.n:,}-patient server over the in-process ASGI transport: {rows:,} rows, "
+            f"{counter.bytes / MB:,.1f} MB gzip'd snapshot"
+        )
+        self.results.add(
+            "bootstrap_s", ended - started, "s", work, target=BOOTSTRAP_S, target_op="<=", digits=2
+        )
+        self.results.add(
+            "bootstrap_download_s",
+            downloaded,
+            "s",
+            "part of bootstrap_s: the server making the snapshot and the client saving it",
+            digits=2,
+        )
+        self.results.add(
+            "bootstrap_load_s",
+            ended - started - downloaded,
+            "s",
+            "part of bootstrap_s: LocalStore.load_snapshot (rows, indexes, FTS search index)",
+            digits=2,
+        )
+        self.results.add(
+            "snapshot_mb",
+            counter.bytes / MB,
+            "MB",
+            f"gzip'd NDJSON snapshot of {rows:,} rows",
+            digits=1,
+        )
+        replica = Path(store.path)
+        self.results.add(
+            "replica_mb",
+            file_mb(replica),
+            "MB",
+            f"replica SQLite file after bootstrap ({self.n:,} patients, with FTS index)",
+            digits=1,
+        )
+        self.results.add(
+            "replica_wal_mb",
+            file_mb(Path(str(replica) + "-wal")),
+            "MB",
+            "replica's WAL file left on disk after bootstrap (one big transaction)",
+            digits=1,
+        )
+
+    def top_up(self, store: LocalStore, actor: Actor) -> None:
+        count, warm = self.args.top_ups, 50
+        phase(f"top_up: {count:,} LocalStore.execute(TopUp) on distinct cards")
+        cards = active_cards(store, count + warm, self.rng)
+        for card in cards[:warm]:  # warm the statement cache; not counted
+            store.execute(actor, top_up_build(card, self.rng))
+        samples: list[float] = []
+        with profiled("top_up", "top_up" in self.args.profile):
+            for card in cards[warm:]:
+                build = top_up_build(card, self.rng)
+                started = time.perf_counter()
+                store.execute(actor, build)
+                samples.append((time.perf_counter() - started) * 1000)
+        work = (
+            f"{len(samples):,} top_up commands (LocalStore.execute: decide + rows + outbox, one "
+            f"committed transaction, WAL synchronous=FULL) on {len(samples):,} different cards of "
+            f"a {self.n:,}-patient replica, after {warm} warm-up commands"
+        )
+        self.results.add("top_up_p50_ms", percentile(samples, 50), "ms", work)
+        self.results.add(
+            "top_up_p99_ms",
+            percentile(samples, 99),
+            "ms",
+            work,
+            target=TOP_UP_P99_MS,
+            target_op="<=",
+        )
+        self.results.add("top_up_max_ms", max(samples), "ms", work)
+
+    def search(self, store: LocalStore) -> None:
+        per_kind = self.args.queries
+        phase(f"search: {per_kind} queries of each kind, limit=50")
+        queries = make_queries(store, per_kind, self.rng)
+        descriptions = {
+            "pinyin_initials": "pinyin initials of real patients' names (first 3 characters, "
+            "e.g. 'zsf')",
+            "name": "the first 2 characters of real patients' names",
+            "id_prefix": "ID-number prefixes of 6-10 digits of real patients",
+            "card": "full card numbers of issued cards",
+        }
+        with profiled("search", "search" in self.args.profile):
+            for kind, items in queries.by_kind().items():
+                for query in items[:20]:  # warm-up, not counted
+                    store.search(query, limit=50)
+                samples, hits = [], 0
+                for query in items:
+                    started = time.perf_counter()
+                    found = store.search(query, limit=50)
+                    samples.append((time.perf_counter() - started) * 1000)
+                    hits += len(found)
+                examples = ", ".join(repr(q) for q in items[:3])
+                work = (
+                    f"{len(items)} LocalStore.search(query, limit=50) on a {self.n:,}-patient "
+                    f"replica; queries: {descriptions[kind]} ({examples}, ...); "
+                    f"{hits / max(len(items), 1):.1f} hits per query on average"
+                )
+                self.results.add(f"search_p50_ms.{kind}", percentile(samples, 50), "ms", work)
+                self.results.add(
+                    f"search_p99_ms.{kind}",
+                    percentile(samples, 99),
+                    "ms",
+                    work,
+                    target=SEARCH_P99_MS,
+                    target_op="<=",
+                )
+
+    def _make_outbox(self, store: LocalStore, actor: Actor, wanted: int, seed: int) -> str:
+        """Top the outbox up to ``wanted`` pending ops; says what it holds."""
+        pending = store.outbox_stats().pending
+        missing = max(wanted - pending, 0)
+        cards = active_cards(store, 5_000, self.rng)
+        made = make_ops(store, actor, missing, self.rng, cards, people_for(seed, missing))
+        print(
+            f"  made {made.total:,} ops offline in {made.seconds:.1f} s ({made.describe()}; "
+            f"{made.rejected_locally} refused locally); outbox pending: "
+            f"{store.outbox_stats().pending:,}",
+            flush=True,
+        )
+        if pending:
+            return f"{pending:,} top_up left by the latency test, then {made.describe()}"
+        return made.describe()
+
+    async def drain(self, store: LocalStore, sync: SyncEngine, actor: Actor) -> None:
+        wanted = self.args.drain_ops
+        phase(f"drain: push an outbox of {wanted:,} ops (in-process ASGI)")
+        mix = self._make_outbox(store, actor, wanted, seed=9001)
+        pending = store.outbox_stats().pending
+        report = SyncReport()
+        started = time.perf_counter()
+        await sync._push_all(report)
+        seconds = time.perf_counter() - started
+        answered = report.pushed + report.rejected
+        work = (
+            f"SyncEngine._push_all of {pending:,} pending ops ({report.pushed:,} applied, "
+            f"{report.rejected:,} refused; {mix}) in batches of "
+            f"{sync.push_batch} over httpx.ASGITransport (in-process) into the SQLite central "
+            f"server of {self.n:,} patients (validated, applied, synchronous=FULL)"
+        )
+        self.results.add(
+            "drain_ops_per_s",
+            answered / seconds,
+            "ops/s",
+            work,
+            target=DRAIN_OPS_PER_S,
+            target_op=">=",
+            digits=0,
+        )
+        self.results.add("drain_s", seconds, "s", work, digits=2)
+
+    async def pull(self, store: LocalStore, sync: SyncEngine) -> None:
+        phase("pull after the drain: confirm the pushed ops (pull + rebase)")
+        report = SyncReport()
+        started = time.perf_counter()
+        await sync._pull_all(report)
+        seconds = time.perf_counter() - started
+        self.results.add(
+            "pull_after_drain_s",
+            seconds,
+            "s",
+            f"SyncEngine._pull_all right after the drain: {report.pulled:,} rows pulled in pages "
+            f"of {sync.pull_limit}, each page applied with LocalStore.apply_pull (undo pending, "
+            f"apply, confirm, replay)",
+            digits=2,
+        )
+        print(f"  outbox pending after pull: {store.outbox_stats().pending:,}", flush=True)
+
+    async def drain_http(
+        self, central_db: Path, store: LocalStore, asgi_client: SyncClient, actor: Actor
+    ) -> None:
+        wanted = self.args.drain_ops
+        phase(f"drain over HTTP: push an outbox of {wanted:,} ops to uvicorn in another process")
+        mix = self._make_outbox(store, actor, wanted, seed=9002)
+        pending = store.outbox_stats().pending
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bench.serve", "--db", str(central_db), "--port", str(port)],
+            cwd=ROOT,
+        )
+        client = SyncClient(f"http://127.0.0.1:{port}", device_token=asgi_client.device_token)
+        client.session_token = asgi_client.session_token
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    await client.health()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("the uvicorn server did not start") from None
+                    await asyncio.sleep(0.2)
+            sync = SyncEngine(store, client)
+            report = SyncReport()
+            started = time.perf_counter()
+            await sync._push_all(report)
+            seconds = time.perf_counter() - started
+        finally:
+            await client.aclose()
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        answered = report.pushed + report.rejected
+        work = (
+            f"SyncEngine._push_all of {pending:,} pending ops ({report.pushed:,} applied, "
+            f"{report.rejected:,} refused; {mix}) in batches of {sync.push_batch} over real HTTP "
+            f"to uvicorn on 127.0.0.1 in another process, same SQLite central server "
+            f"({self.n:,} patients, synchronous=FULL)"
+        )
+        self.results.add(
+            "drain_ops_per_s.http",
+            answered / seconds,
+            "ops/s",
+            work,
+            target=DRAIN_OPS_PER_S,
+            target_op=">=",
+            digits=0,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.chdir(ROOT)
+    started = time.perf_counter()
+    bench = Bench(args)
+    asyncio.run(bench.run())
+    total = time.perf_counter() - started
+    bench.results.add(
+        "load_avg_1m",
+        max(bench.load_at_start, os.getloadavg()[0]),
+        "",
+        f"1-minute load average of this {os.cpu_count()}-core machine (the higher of start and "
+        "end of the run): other work competing for the CPU",
+        digits=2,
+    )
+    bench.results.add(
+        "bench_total_s",
+        total,
+        "s",
+        f"this whole benchmark run ({args.patients:,} patients)",
+        digits=1,
+    )
+    args.out.write_text("")  # make sure it is writable before printing the table
+    bench.results.write(args.out)
+    print(f"\n== results ({args.patients:,} patients) -> {args.out}\n")
+    print(bench.results.table())
+    print("\nwhat was measured:")
+    print(bench.results.work_notes())
+    missed = [r.metric for r in bench.results.records if r.met is False]
+    print(f"\ntargets: {'all met' if not missed else 'NOT met: ' + ', '.join(missed)}")
+    return 0
