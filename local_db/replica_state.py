@@ -24,7 +24,7 @@ class ReplicaState:
         row = self.conn.execute(
             f"SELECT {_PATIENT_COLS} FROM patients WHERE {where}", args
         ).fetchone()
-        return PatientRow.model_construct(**dict(row)) if row is not None else None
+        return PatientRow.model_validate(dict(row)) if row is not None else None
 
     def resolve_patient_id(self, patient_id: str) -> str:
         row = self.conn.execute(
@@ -58,14 +58,14 @@ class ReplicaState:
         row = self.conn.execute(
             f"SELECT {_CARD_COLS} FROM cards WHERE card_no = ?", (card_no,)
         ).fetchone()
-        return CardRow.model_construct(**dict(row)) if row is not None else None
+        return CardRow.model_validate(dict(row)) if row is not None else None
 
     def active_card_of(self, patient_id: str) -> CardRow | None:
         row = self.conn.execute(
             f"SELECT {_CARD_COLS} FROM cards WHERE patient_id = ? AND status = ? LIMIT 1",
             (patient_id, CardStatus.ACTIVE.value),
         ).fetchone()
-        return CardRow.model_construct(**dict(row)) if row is not None else None
+        return CardRow.model_validate(dict(row)) if row is not None else None
 
     def transfer_exists(self, transfer_id: str) -> bool:
         return (

@@ -523,16 +523,31 @@ class LocalStore:
     def record_results(self, results: Iterable[ServerResult]) -> bool:
         """Store the server's answers. Returns True if an op left the view
         (rejected or held), so the caller rebases."""
+        results = list(results)
         left_view = False
         now = self.clock().isoformat(timespec="seconds")
         with self.transaction():
+            conflicts = {
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT op_id FROM sync_issues WHERE kind = 'replay_conflict' AND status = 'open'"
+                )
+            }
+            applied: list[tuple[str, int | None, str]] = []
             for res in results:
-                row = self.conn.execute(
-                    "SELECT * FROM outbox WHERE op_id = ?", (res.op_id,)
-                ).fetchone()
-                if row is None or row["state"] not in (PENDING, ACKED):
+                if res.status == "applied":  # the common case, in one statement below
+                    answer = json.dumps(
+                        {"status": res.status, "result": res.result}, ensure_ascii=False
+                    )
+                    applied.append((answer, res.server_seq, res.op_id))
+                    if res.op_id in conflicts:
+                        self._resolve_issue_if(res.op_id, "replay_conflict", "server_applied", now)
                     continue
-                op = _outbox_op(row)
+                row = self.conn.execute(
+                    "SELECT state, local_outcome FROM outbox WHERE op_id = ?", (res.op_id,)
+                ).fetchone()
+                if row is None or row[0] not in (PENDING, ACKED):
+                    continue
                 answer = json.dumps(
                     {
                         "status": res.status,
@@ -547,10 +562,15 @@ class LocalStore:
                         "UPDATE outbox SET state = ?, server_result = ?, server_seq = ? WHERE op_id = ?",
                         (ACKED, answer, res.server_seq, res.op_id),
                     )
-                    self._resolve_issue_if(res.op_id, "replay_conflict", "server_applied", now)
-                    if res.status == "applied_modified" and op.local_outcome == "applied":
+                    if res.op_id in conflicts:
+                        self._resolve_issue_if(res.op_id, "replay_conflict", "server_applied", now)
+                    if res.status == "applied_modified" and row[1] == "applied":
                         self._open_issue(
-                            res.op_id, "modified", res.code or "modified", res.params or {}, op
+                            res.op_id,
+                            "modified",
+                            res.code or "modified",
+                            res.params or {},
+                            self._op(res.op_id),
                         )
                 elif res.status in ("rejected", "needs_review"):
                     state = REJECTED if res.status == "rejected" else REVIEW
@@ -559,10 +579,30 @@ class LocalStore:
                         (state, answer, res.op_id),
                     )
                     kind = "rejected" if res.status == "rejected" else "needs_review"
-                    self._open_issue(res.op_id, kind, res.code or res.status, res.params or {}, op)
+                    self._open_issue(
+                        res.op_id,
+                        kind,
+                        res.code or res.status,
+                        res.params or {},
+                        self._op(res.op_id),
+                    )
                     left_view = self._rebase_due = True
                 # "deferred": the server wants earlier ops first; stays pending
+            self.conn.executemany(
+                "UPDATE outbox SET state = ?, server_result = ?, server_seq = ? "
+                "WHERE op_id = ? AND state IN (?, ?)",
+                [(ACKED, answer, seq, op_id, PENDING, ACKED) for answer, seq, op_id in applied],
+            )
+            self.conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE op_id = ?",
+                [(now, res.op_id) for res in results],
+            )
         return left_view
+
+    def _op(self, op_id: str) -> OutboxOp:
+        return _outbox_op(
+            self.conn.execute("SELECT * FROM outbox WHERE op_id = ?", (op_id,)).fetchone()
+        )
 
     # -- Sync issues ---------------------------------------------------------
 
@@ -687,7 +727,7 @@ class LocalStore:
                 f"SELECT {', '.join(self._tables['transfers'].columns)} FROM transfers WHERE receipt_no = ?",
                 (receipt_no,),
             ).fetchone()
-        return TransferRow.model_construct(**dict(row)) if row is not None else None
+        return TransferRow.model_validate(dict(row)) if row is not None else None
 
     def unconfirmed_count(self) -> int:
         with self.lock:

@@ -15,14 +15,12 @@ import json
 import logging
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, and_, func, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from sync.protocol import (
     Change,
@@ -36,7 +34,7 @@ from sync.protocol import (
 from workstation.domain.commands import decide, parse_command
 from workstation.domain.errors import DomainError, Rejection
 from workstation.domain.rows import ROW_TYPES, Row
-from workstation.domain.state import Actor, OpContext, Policy
+from workstation.domain.state import Actor, OpContext
 
 from .db import (
     CHANGE_SEQ,
@@ -51,11 +49,20 @@ from .db import (
     utc_now,
     writer,
 )
+from .raw import RawSql, upsert_sql
 from .state import ServerState
 
 log = logging.getLogger(__name__)
 
 CLOCK_SKEW_LIMIT_S = 300.0
+_INSERT_OP = (
+    "INSERT INTO ops (op_id, device_id, client_seq, kind, args_hash, payload, clerk_id, client_at, hlc, "
+    "applied_at, pushed_by, status, code, params, result, change_seq) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_CHANGE = (
+    "INSERT INTO change_log (seq, table_name, row_key, row, op_id) VALUES (?, ?, ?, ?, ?)"
+)
 SNAPSHOT_BATCH = 5_000
 
 
@@ -85,10 +92,32 @@ def _parse_time(text: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+@dataclass(frozen=True)
+class _Mark:
+    changes: int
+    ops: int
+    head: int
+
+
+@dataclass
+class _LogRows:
+    """Change-log entries and ops records of a batch, written together at its end."""
+
+    changes: list[tuple[Any, ...]] = field(default_factory=list)
+    ops: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def mark(self, head: int) -> _Mark:
+        return _Mark(len(self.changes), len(self.ops), head)
+
+    def back_to(self, mark: _Mark) -> None:
+        """Forget what an op that was rolled back to its savepoint added."""
+        del self.changes[mark.changes :]
+        del self.ops[mark.ops :]
+
+
 class SyncService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._upserts = {table: self._upsert_statement(table) for table in REPLICATED}
 
     # -- push ----------------------------------------------------------------
 
@@ -123,6 +152,10 @@ class SyncService:
             }
             clerk_cache: dict[str, Clerk | None] = {}
             applied_at = utc_now()
+            sql = RawSql(conn)
+            state = ServerState(sql, policy)
+            log_rows = _LogRows()
+            seen: set[str] = set()
             stop = False
             for op in batch:
                 if stop:
@@ -132,6 +165,10 @@ class SyncService:
                 if known is not None:
                     results.append(self._stored_result(known, op, device_id))
                     continue
+                if op.op_id in seen:  # sent twice in one request
+                    results.append(_rejected(op.op_id, Rejection(code="op_id_conflict")))
+                    continue
+                seen.add(op.op_id)
                 if op.client_seq <= last_seq:
                     results.append(
                         _rejected(
@@ -152,11 +189,13 @@ class SyncService:
                     continue
                 if op.clerk_id not in clerk_cache:
                     clerk_cache[op.clerk_id] = self._clerk(conn, op.clerk_id)
-                savepoint = conn.begin_nested()
+                sql.savepoint()
+                mark = log_rows.mark(head)
                 try:
                     result, head = self._apply_one(
-                        conn,
-                        policy,
+                        sql,
+                        log_rows,
+                        state,
                         device_id,
                         pushed_by,
                         op,
@@ -164,17 +203,19 @@ class SyncService:
                         head,
                         applied_at,
                     )
-                    savepoint.commit()
-                except IntegrityError as exc:
+                    sql.release()
+                except sql.IntegrityError as exc:
                     # a uniqueness the rules did not foresee: reject, never apply twice
-                    savepoint.rollback()
-                    log.warning("op %s hit a constraint: %s", op.op_id, exc.orig)
+                    sql.rollback_to_savepoint()
+                    log_rows.back_to(mark)
+                    head = mark.head
+                    log.warning("op %s hit a constraint: %s", op.op_id, exc)
                     result = _rejected(op.op_id, Rejection(code="conflict"))
-                    inner = conn.begin_nested()
-                    self._record(conn, device_id, pushed_by, op, result, head, applied_at)
-                    inner.commit()
+                    self._record(log_rows, device_id, pushed_by, op, result, head, applied_at)
                 except Exception:
-                    savepoint.rollback()
+                    sql.rollback_to_savepoint()
+                    log_rows.back_to(mark)
+                    head = mark.head
                     log.exception(
                         "op %s failed on the server; it stays pending at the workstation", op.op_id
                     )
@@ -183,13 +224,17 @@ class SyncService:
                     continue
                 results.append(result)
                 last_seq = op.client_seq
+            # the change log and the ops records of the whole batch, in this same transaction
+            sql.executemany(_INSERT_CHANGE, log_rows.changes)
+            sql.executemany(_INSERT_OP, log_rows.ops)
             conn.execute(update(counters).where(counters.c.name == CHANGE_SEQ).values(value=head))
         return results
 
     def _apply_one(
         self,
-        conn: Connection,
-        policy: Policy,
+        sql: RawSql,
+        log_rows: _LogRows,
+        state: ServerState,
         device_id: str,
         pushed_by: str,
         op: WireOp,
@@ -197,13 +242,13 @@ class SyncService:
         head: int,
         applied_at: str,
     ) -> tuple[OpResult, int]:
-        outcome = self._decide(conn, policy, device_id, op, clerk)
+        outcome = self._decide(state, device_id, op, clerk)
         if isinstance(outcome, Rejection):
             result = _rejected(op.op_id, outcome)
         else:
             for row in outcome.rows:
                 head += 1
-                self._write_row(conn, row, head, op.op_id)
+                self._write_row(sql, log_rows, row, head, op.op_id)
             notice = outcome.notice
             result = OpResult(
                 op_id=op.op_id,
@@ -215,12 +260,10 @@ class SyncService:
                 server_seq=head,
                 result=outcome.result,
             )
-        self._record(conn, device_id, pushed_by, op, result, head, applied_at)
+        self._record(log_rows, device_id, pushed_by, op, result, head, applied_at)
         return result, head
 
-    def _decide(
-        self, conn: Connection, policy: Policy, device_id: str, op: WireOp, clerk: Clerk | None
-    ) -> Any:
+    def _decide(self, state: ServerState, device_id: str, op: WireOp, clerk: Clerk | None) -> Any:
         expected = hashlib.sha256(f"{op.kind}\n{op.payload}".encode()).hexdigest()
         if expected != op.args_hash:
             return Rejection(code="command_malformed", params={"detail": "args_hash"})
@@ -240,11 +283,11 @@ class SyncService:
         ctx = OpContext(
             actor=Actor(clerk.clerk_id, clerk.roles, device_id), at=op.at, op_id=op.op_id
         )
-        return decide(ServerState(conn, policy), command, ctx)
+        return decide(state, command, ctx)
 
     def _record(
         self,
-        conn: Connection,
+        log_rows: _LogRows,
         device_id: str,
         pushed_by: str,
         op: WireOp,
@@ -252,26 +295,27 @@ class SyncService:
         head: int,
         applied_at: str,
     ) -> None:
-        conn.execute(
-            insert(ops).values(
-                op_id=op.op_id,
-                device_id=device_id,
-                client_seq=op.client_seq,
-                kind=op.kind,
-                args_hash=op.args_hash,
-                payload=op.payload,
-                clerk_id=op.clerk_id,
-                client_at=op.at,
-                hlc=op.hlc,
-                applied_at=applied_at,
-                pushed_by=pushed_by,
-                status=result.status,
-                code=result.code,
-                params=json.dumps(result.params, ensure_ascii=False),
-                result=json.dumps(result.result, ensure_ascii=False)
+        """The op's row in ``ops``: its deduplication record and its audit trail."""
+        log_rows.ops.append(
+            (
+                op.op_id,
+                device_id,
+                op.client_seq,
+                op.kind,
+                op.args_hash,
+                op.payload,
+                op.clerk_id,
+                op.at,
+                op.hlc,
+                applied_at,
+                pushed_by,
+                result.status,
+                result.code,
+                json.dumps(result.params, ensure_ascii=False),
+                json.dumps(result.result, ensure_ascii=False)
                 if result.result is not None
                 else None,
-                change_seq=head,
+                head,
             )
         )
 
@@ -293,27 +337,13 @@ class SyncService:
             result=json.loads(known.result) if known.result else None,
         )
 
-    def _write_row(self, conn: Connection, row: Row, seq: int, op_id: str) -> None:
+    def _write_row(self, sql: RawSql, log_rows: _LogRows, row: Row, seq: int, op_id: str) -> None:
+        """The row, and its entry in the change log at ``seq``."""
         values = row.model_dump()
-        conn.execute(self._upserts[row.table], values)
-        conn.execute(
-            insert(change_log).values(
-                seq=seq,
-                table_name=row.table,
-                row_key=row.key_value,
-                row=json.dumps(values, ensure_ascii=False),
-                op_id=op_id,
-            )
-        )
-
-    def _upsert_statement(self, table_name: str) -> Any:
-        table = REPLICATED[table_name]
-        dialect_insert = sqlite.insert if is_sqlite(self.engine) else postgresql.insert
-        stmt = dialect_insert(table)
-        key = next(c for c in table.columns if c.primary_key)
-        return stmt.on_conflict_do_update(
-            index_elements=[key],
-            set_={c.name: stmt.excluded[c.name] for c in table.columns if not c.primary_key},
+        upsert, columns = upsert_sql(type(row))
+        sql.execute(upsert, tuple(values[c] for c in columns))
+        log_rows.changes.append(
+            (seq, row.table, row.key_value, json.dumps(values, ensure_ascii=False), op_id)
         )
 
     def _lock_head(self, conn: Connection) -> int:

@@ -24,7 +24,7 @@ from local_db.store import LocalStore, ServerResult
 from workstation.domain.numbers import Series
 
 from .client import Offline, Refused, SyncClient, SyncError, Unauthorised
-from .protocol import PULL_LIMIT_MAX, PushRequest, WireOp
+from .protocol import MAX_OPS_PER_PUSH, PULL_LIMIT_MAX, PushRequest, WireOp
 from .snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class SyncEngine:
         on_status: Callable[[SyncStatus], None] | None = None,
         on_issues: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
-        push_batch: int = 200,
+        push_batch: int = MAX_OPS_PER_PUSH,
         pull_limit: int = 1000,
         interval_s: float = 3.0,
         base_delay_s: float = 1.0,
@@ -205,7 +205,6 @@ class SyncEngine:
             batch = await asyncio.to_thread(self.store.ops_to_push, self.push_batch)
             if not batch:
                 return
-            await asyncio.to_thread(self.store.note_attempt, [op.op_id for op in batch])
             request = PushRequest(
                 device_time=self.store.clock().isoformat(timespec="milliseconds"),
                 ops=[
@@ -222,7 +221,12 @@ class SyncEngine:
                     for op in batch
                 ],
             )
-            answer = await self.client.push(request)
+            try:
+                answer = await self.client.push(request)
+            except SyncError:
+                # answered ops count their attempt in record_results; these were not answered
+                await asyncio.to_thread(self.store.note_attempt, [op.op_id for op in batch])
+                raise
             results = [
                 ServerResult(
                     op_id=r.op_id,

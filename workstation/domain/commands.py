@@ -9,6 +9,7 @@ runs the very same function against the authoritative store.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, ClassVar, Literal
 
@@ -127,15 +128,14 @@ COMMANDS: dict[str, type[Command]] = {
 }
 
 
-class Decision(BaseModel):
+@dataclass(frozen=True)
+class Decision:
     """What a command does when accepted: rows to write and what to tell the clerk."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     rows: list[Row]
     outcome: Literal["applied", "applied_modified"] = "applied"
     notice: Rejection | None = None  # for applied_modified: what changed and why
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 Outcome = Decision | Rejection

@@ -33,16 +33,13 @@ SERIES_END: dict[Series, int] = {Series.CARD: 999_999_999, Series.RECEIPT: 999_9
 CARD_NO_LENGTH = 10
 
 
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # 2d, minus 9 when over 9
+
+
 def luhn_digit(digits: str) -> str:
     """The Luhn check digit to append to ``digits``."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2 == 0:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
+    values = [ord(c) - 48 for c in reversed(digits)]
+    total = sum(_DOUBLED[v] for v in values[0::2]) + sum(values[1::2])
     return str((10 - total % 10) % 10)
 
 

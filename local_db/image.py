@@ -1,0 +1,120 @@
+"""A replica image: a complete, ready-to-open replica SQLite file.
+
+The server builds one from its authoritative tables (``server/snapshots.py``)
+with this module, i.e. with the workstation's own schema code, so a new
+workstation bootstraps by downloading a file instead of re-inserting millions
+of rows and building the search index itself. ``SCHEMA_ID`` names the schema an
+image was made with; a workstation only takes an image of its own schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from workstation.domain.rows import ROWS_BY_TABLE, columns_of
+
+from .pinyin import name_terms
+from .schema import migrate, migrations
+
+# sync_state keys an image carries; everything else in sync_state is the workstation's own.
+IMAGE_KEYS = ("cursor", "epoch", "schema_id")
+
+
+def _schema_id() -> str:
+    # Released migrations are never edited, so their names identify the schema.
+    # pending() on an empty database lists every migration, in order.
+    names = [m.name for m in migrations.pending(Database(memory=True))]
+    return hashlib.sha256("\n".join([migrations.name, *names]).encode()).hexdigest()[:16]
+
+
+SCHEMA_ID = _schema_id()
+
+
+def build_image(
+    path: str | Path,
+    batches: Iterable[tuple[str, Sequence[Sequence[Any]]]],
+    *,
+    cursor: int,
+    epoch: str,
+) -> int:
+    """Write a new replica file at ``path`` holding ``batches`` of rows
+    ``(table, [row tuple in the row model's column order, ...])``, as of
+    ``cursor`` in ``epoch``. Returns the number of rows.
+
+    Nobody else sees the file while it is built, so it is written without a
+    journal or fsyncs; it is fsynced once when complete and left as a single
+    file (rollback journal), ready to be copied."""
+    path = str(path)
+    if os.path.exists(path):
+        raise FileExistsError(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        # The same search-term function the replica registers, cached: a
+        # register repeats many names, and pinyin lookup is the slow part.
+        conn.create_function("name_terms", 1, lru_cache(maxsize=1 << 20)(name_terms))
+        migrate(Database(conn, execute_plugins=False))
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: index builds sort in memory
+        # Rows go in without triggers or secondary indexes; both are made again
+        # from their own SQL afterwards, indexes by one sort each and the search
+        # index by one statement.
+        deferred = conn.execute(
+            "SELECT type, name, sql FROM sqlite_master "
+            "WHERE type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type"
+        ).fetchall()
+        conn.execute("BEGIN")
+        for kind, name, _sql in deferred:
+            conn.execute(f"DROP {kind} {name}")
+        inserts = {
+            table: "INSERT INTO {} ({}) VALUES ({})".format(
+                table,
+                ", ".join(cols),
+                ", ".join("?" * len(cols)),
+            )
+            for table, row_type in ROWS_BY_TABLE.items()
+            for cols in [[name for name, _ in columns_of(row_type)]]
+        }
+        count = 0
+        for table, rows in batches:
+            conn.executemany(inserts[table], rows)
+            count += len(rows)
+        conn.execute(
+            "INSERT INTO patient_search (rowid, terms) SELECT rowid, name_terms(name) FROM patients"
+        )
+        for _kind, _name, sql in deferred:
+            conn.execute(sql)
+        conn.executemany(
+            "INSERT INTO sync_state (key, value) VALUES (?, ?)",
+            zip(IMAGE_KEYS, (str(cursor), epoch, SCHEMA_ID), strict=True),
+        )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+    return count
+
+
+def image_info(path: str | Path) -> dict[str, str]:
+    """What an image says about itself: cursor, epoch and schema id."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            f"SELECT key, value FROM sync_state WHERE key IN ({', '.join('?' * len(IMAGE_KEYS))})",
+            IMAGE_KEYS,
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"not a replica image: {exc}") from None
+    finally:
+        conn.close()
+    return dict(rows)
