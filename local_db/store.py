@@ -31,6 +31,7 @@ from ulid import ULID
 from workstation.domain.commands import Command, Decision, decide, parse_command
 from workstation.domain.errors import DomainError, Rejection
 from workstation.domain.hlc import HybridClock
+from workstation.domain.json_text import to_json
 from workstation.domain.ledger import deposit_account
 from workstation.domain.numbers import SERIES_NAMES, Series, number_for
 from workstation.domain.rows import ROW_TYPES, PatientRow, Row, TransferRow, columns_of
@@ -344,7 +345,7 @@ class LocalStore:
                 self.monotonic(),
                 PENDING,
                 outcome.outcome,
-                json.dumps(outcome.result, ensure_ascii=False),
+                to_json(outcome.result),
             ),
         )
         return int(cursor.lastrowid or 0)
@@ -361,7 +362,7 @@ class LocalStore:
                     op_id,
                     row.table,
                     key,
-                    json.dumps(dict(before), ensure_ascii=False) if before else None,
+                    to_json(dict(before)) if before else None,
                 ),
             )
             self.conn.execute(sql.upsert, sql.values(row.model_dump(), op_id))
@@ -536,9 +537,7 @@ class LocalStore:
             applied: list[tuple[str, int | None, str]] = []
             for res in results:
                 if res.status == "applied":  # the common case, in one statement below
-                    answer = json.dumps(
-                        {"status": res.status, "result": res.result}, ensure_ascii=False
-                    )
+                    answer = to_json({"status": res.status, "result": res.result})
                     applied.append((answer, res.server_seq, res.op_id))
                     if res.op_id in conflicts:
                         self._resolve_issue_if(res.op_id, "replay_conflict", "server_applied", now)
@@ -548,14 +547,13 @@ class LocalStore:
                 ).fetchone()
                 if row is None or row[0] not in (PENDING, ACKED):
                     continue
-                answer = json.dumps(
+                answer = to_json(
                     {
                         "status": res.status,
                         "code": res.code,
                         "params": res.params,
                         "result": res.result,
-                    },
-                    ensure_ascii=False,
+                    }
                 )
                 if res.status in ("applied", "applied_modified"):
                     self.conn.execute(
@@ -610,21 +608,20 @@ class LocalStore:
         self, op_id: str, kind: str, code: str, params: dict[str, Any], op: OutboxOp
     ) -> None:
         now = self.clock().isoformat(timespec="seconds")
-        summary = json.dumps(
+        summary = to_json(
             {
                 "kind": op.kind,
                 "payload": json.loads(op.payload),
                 "at": op.at,
                 "clerk_id": op.clerk_id,
                 "client_seq": op.client_seq,
-            },
-            ensure_ascii=False,
+            }
         )
         self.conn.execute(
             "INSERT INTO sync_issues (op_id, kind, status, code, params, summary, created_at, updated_at) "
             "VALUES (?, ?, 'open', ?, ?, ?, ?, ?) ON CONFLICT(op_id) DO UPDATE SET kind = excluded.kind, "
             "status = 'open', code = excluded.code, params = excluded.params, updated_at = excluded.updated_at",
-            (op_id, kind, code, json.dumps(params, ensure_ascii=False), summary, now, now),
+            (op_id, kind, code, to_json(params), summary, now, now),
         )
 
     def _resolve_issue_if(

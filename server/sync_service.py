@@ -33,6 +33,7 @@ from sync.protocol import (
 )
 from workstation.domain.commands import decide, parse_command
 from workstation.domain.errors import DomainError, Rejection
+from workstation.domain.json_text import to_json
 from workstation.domain.rows import ROW_TYPES, Row
 from workstation.domain.state import Actor, OpContext
 
@@ -311,10 +312,8 @@ class SyncService:
                 pushed_by,
                 result.status,
                 result.code,
-                json.dumps(result.params, ensure_ascii=False),
-                json.dumps(result.result, ensure_ascii=False)
-                if result.result is not None
-                else None,
+                to_json(result.params),
+                to_json(result.result) if result.result is not None else None,
                 head,
             )
         )
@@ -342,9 +341,7 @@ class SyncService:
         values = row.model_dump()
         upsert, columns = upsert_sql(type(row))
         sql.execute(upsert, tuple(values[c] for c in columns))
-        log_rows.changes.append(
-            (seq, row.table, row.key_value, json.dumps(values, ensure_ascii=False), op_id)
-        )
+        log_rows.changes.append((seq, row.table, row.key_value, to_json(values), op_id))
 
     def _lock_head(self, conn: Connection) -> int:
         query = select(counters.c.value).where(counters.c.name == CHANGE_SEQ)

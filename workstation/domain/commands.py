@@ -308,11 +308,11 @@ def _decide_issue_card(state: DeskState, cmd: IssueCard, ctx: OpContext) -> Outc
 
 def usable_card(state: DeskState, card_no: str) -> CardRow:
     """The card a payment is taken against: issued, and neither lost nor dead."""
-    if not is_card_no(card_no):
-        raise DomainError("card_format", card_no=card_no[:40])
     card = state.get_card(card_no)
-    if card is None:
-        raise DomainError("card_unknown", card_no=card_no)
+    if card is None:  # an issued card's number is valid by construction: check only the others
+        raise DomainError(
+            "card_format" if not is_card_no(card_no) else "card_unknown", card_no=card_no[:40]
+        )
     if card.status == CardStatus.LOST:
         raise DomainError("card_lost", card_no=card_no)
     if card.status != CardStatus.ACTIVE:
