@@ -805,3 +805,10 @@ def test_check_char_helper_matches_the_fixture_numbers() -> None:
     # guards the fixtures above: both are valid resident ID numbers
     assert check_char(GB_EXAMPLE[:17]) == GB_EXAMPLE[17]
     assert check_char(MALE_EXAMPLE[:17]) == MALE_EXAMPLE[17]
+
+
+def test_register_reports_a_mistyped_id_before_the_missing_birth_date(state: FakeState) -> None:
+    # the form fills the birth date from a valid ID; with a mistyped one both are wrong,
+    # and the clerk must be told about the ID number
+    refusal = rejected(state, register(doc_no="110105194912310021", birth_date=""))
+    assert refusal.code == "id_check_char" and refusal.params["expected"] == "X"

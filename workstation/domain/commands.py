@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .cards import CardStatus
 from .errors import DomainError, Rejection
+from .identity import validate_document
 from .ledger import TransferKind, deposit_account, intake_account
 from .money import check_amount, format_yuan, parse_payment_method
 from .numbers import Series, card_sequence, is_card_no, receipt_sequence
@@ -181,6 +182,8 @@ def _decide_register(state: DeskState, cmd: RegisterPatient, ctx: OpContext) -> 
     today = _today(ctx)
     name = clean_name(cmd.name)
     sex = check_sex(cmd.sex)
+    # the document first: a mistyped ID number explains a missing birth date too
+    validate_document(cmd.doc_type, cmd.doc_no, today)
     born = parse_birth_date(cmd.birth_date, today)
     doc_no = check_document(cmd.doc_type, cmd.doc_no, sex, born, today)
     phone = clean_phone(cmd.phone)
