@@ -271,3 +271,32 @@ async def test_card_swipe_opens_the_patient(
         await until(pilot, lambda: cashier.view is not None, "patient opened by the swipe")
         assert cashier.view is not None and cashier.view.patient.name == "李单"
         await until(pilot, lambda: cashier.query_one("#search").value == "", "search box cleared")  # type: ignore[attr-defined]
+
+
+async def test_a_refusal_arriving_in_the_background_is_announced(station: Station) -> None:
+    from local_db.store import ServerResult
+    from workstation.desk import RegistrationForm
+
+    app = app_for(station, "en")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await log_in(pilot, app)
+        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+        station.offline()  # hold the op in the outbox
+        station.desk.settings.ack_wait_s = 0
+        done = await station.desk.register_patient(
+            RegistrationForm("李单", "", "", "resident_id", "440524188001010014", "13912345678")
+        )
+        # what the engine does when the server's answer comes back refused
+        station.store.record_results(
+            [
+                ServerResult(
+                    op_id=done.op_id,
+                    status="rejected",
+                    code="clerk_unknown",
+                    params={"clerk_id": "x"},
+                )
+            ]
+        )
+        station.desk._notify()
+        await until(pilot, lambda: any("F8" in note for note in app.told), "refusal announced")  # type: ignore[attr-defined]
+        assert "1 open sync issues" in " ".join(app.told)  # type: ignore[attr-defined]

@@ -63,12 +63,14 @@ class WindowApp(App[None]):
         self.run_sync = run_sync
         self.status_interval_s = status_interval_s
         self._status_posted = False
+        self._issues_seen = 0
         self.title = i18n.t("app.title")
 
     # -- life cycle ------------------------------------------------------------
 
     def on_mount(self) -> None:
         self.desk.subscribe(self._desk_changed)
+        self._issues_seen = self.desk.status().open_issues  # the status bar shows these; toast new ones
         self.push_screen(LoginScreen(self.demo))
         if self.run_sync:
             self.run_worker(self.desk.engine.run(), name="sync", group="sync", exit_on_error=False)
@@ -92,9 +94,17 @@ class WindowApp(App[None]):
     def refresh_status(self) -> None:
         if not self.screen_stack:
             return
-        screen = self.screen
-        for bar in screen.query(StatusBar):
-            bar.show(self.desk.status(), self.i18n, self.desk.clerk, self.clock())
+        status = self.desk.status()
+        if status.open_issues > self._issues_seen and self.desk.clerk is not None:
+            # a refusal that arrived in the background must not wait to be noticed
+            self.notify(
+                self.i18n.t("issues.arrived", count=status.open_issues),
+                severity="warning",
+                timeout=15,
+            )
+        self._issues_seen = status.open_issues
+        for bar in self.screen.query(StatusBar):
+            bar.show(status, self.i18n, self.desk.clerk, self.clock())
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Worker failures land here, once, as a notice the clerk can read."""
@@ -168,7 +178,9 @@ class WindowApp(App[None]):
             label = binding.key_display or key.upper()
             yield SystemCommand(f"{label}  {binding.description}", "", run)
         yield SystemCommand(
-            self.i18n.t("cmd.language"), self.i18n.t("cmd.language.help"), self.action_toggle_language
+            self.i18n.t("cmd.language"),
+            self.i18n.t("cmd.language.help"),
+            self.action_toggle_language,
         )
         yield SystemCommand(self.i18n.t("key.quit"), self.i18n.t("cmd.quit.help"), self.action_quit)
 

@@ -217,6 +217,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "receipt.final": ("中心服务器已确认", "Confirmed by the central server"),
     # sync issues
     "issues.title": ("同步问题", "Sync issues"),
+    "issues.arrived": (
+        "中心服务器未接受部分操作：同步问题 {count} 项待处理，按 F8 查看。",
+        "The central server did not accept some operations: {count} open sync issues, press F8.",
+    ),
     "issues.none": ("没有待处理的同步问题。", "No open sync issues."),
     "issues.help": (
         "以下操作中心服务器未按本机办理的样子接受，需要处理（例如退还已收现金、重新发卡）。处理后按 F10 标记。",
