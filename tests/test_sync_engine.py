@@ -151,3 +151,21 @@ async def test_unknown_clerk_cannot_log_in_offline(central_sqlite: Central, tmp_
     with pytest.raises(Offline):
         await station.engine.client.health()
     await station.close()
+
+
+async def test_offline_login_gets_a_server_session_when_the_network_returns(
+    central_sqlite: Central, tmp_path: Path
+) -> None:
+    central_sqlite.clerk("cash", ["cashier"])
+    station = Station(central_sqlite, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    await station.desk.logout()
+    station.offline()
+    clerk = await station.desk.login("cash", PASSWORD)
+    assert clerk.mode == "offline" and station.client.session_token is None
+    await station.desk.register_patient(ZHANG)
+    station.online()
+    report = await station.engine.sync_once()  # logs in by itself, then pushes
+    assert report.pushed == 1 and station.store.outbox_stats().pending == 0
+    assert station.desk.clerk is not None and station.desk.clerk.mode == "online"
+    await station.close()
