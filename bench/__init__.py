@@ -9,7 +9,8 @@ generated patients, then measures what a clerk and a workstation wait for:
   prefix and card number;
 - ``drain_ops_per_s`` (in-process ASGI) and ``drain_ops_per_s.http`` (uvicorn
   in another process): pushing an outbox of 10,000 ops to the central server;
-- ``bootstrap_s``: a new workstation loading the server's snapshot.
+- ``bootstrap_s``: a new workstation loading the server's replica image (built
+  beforehand: ``snapshot_image_build_s``).
 
 Results are printed as a table and written to ``bench/results.json``.
 """

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from workstation.domain.rows import ROWS_BY_TABLE, columns_of
+from workstation.domain.rows import ROWS_BY_TABLE, Row, columns_of
 
 from .pinyin import name_terms
 from .schema import migrate, migrations
@@ -74,15 +74,7 @@ def build_image(
         conn.execute("BEGIN")
         for kind, name, _sql in deferred:
             conn.execute(f"DROP {kind} {name}")
-        inserts = {
-            table: "INSERT INTO {} ({}) VALUES ({})".format(
-                table,
-                ", ".join(cols),
-                ", ".join("?" * len(cols)),
-            )
-            for table, row_type in ROWS_BY_TABLE.items()
-            for cols in [[name for name, _ in columns_of(row_type)]]
-        }
+        inserts = {table: _insert_sql(row_type) for table, row_type in ROWS_BY_TABLE.items()}
         count = 0
         for table, rows in batches:
             conn.executemany(inserts[table], rows)
@@ -105,9 +97,14 @@ def build_image(
     return count
 
 
+def _insert_sql(row_type: type[Row]) -> str:
+    cols = [name for name, _ in columns_of(row_type)]
+    return f"INSERT INTO {row_type.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+
 def image_info(path: str | Path) -> dict[str, str]:
     """What an image says about itself: cursor, epoch and schema id."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
     try:
         rows = conn.execute(
             f"SELECT key, value FROM sync_state WHERE key IN ({', '.join('?' * len(IMAGE_KEYS))})",
@@ -118,3 +115,14 @@ def image_info(path: str | Path) -> dict[str, str]:
     finally:
         conn.close()
     return dict(rows)
+
+
+def fsync_directory(path: str | Path) -> None:
+    """Make a rename in the directory ``path`` durable."""
+    if os.name != "posix":
+        return  # a directory cannot be opened on Windows; NTFS journals renames itself
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -5,8 +5,9 @@ for server, change log and replica) with one local column, ``pending_op``: the
 operation that wrote the row while it is not yet confirmed by the server (NULL
 for rows pulled from the server).
 
-A migration is never edited once released; a change is a new migration, and
-``tests/test_local_migrations.py`` upgrades from every earlier version.
+A migration is never edited once released; a change is a new migration.
+``tests/test_local_replica.py`` migrates from empty and checks that reopening
+applies no migration twice.
 """
 
 from __future__ import annotations

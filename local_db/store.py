@@ -13,8 +13,10 @@ rules now reject leaves the view at once and lands in Sync issues.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -34,9 +36,10 @@ from workstation.domain.hlc import HybridClock
 from workstation.domain.json_text import to_json
 from workstation.domain.ledger import deposit_account
 from workstation.domain.numbers import SERIES_NAMES, Series, number_for
-from workstation.domain.rows import ROW_TYPES, PatientRow, Row, TransferRow, columns_of
+from workstation.domain.rows import ROW_TYPES, CardRow, PatientRow, Row, TransferRow, columns_of
 from workstation.domain.state import Actor, OpContext, Policy
 
+from .image import IMAGE_KEYS, SCHEMA_ID, fsync_directory, image_info
 from .replica_state import ReplicaState
 from .schema import SEARCH_TRIGGERS, migrate, register_functions
 from .search import PatientHit, search_patients
@@ -140,6 +143,11 @@ class ServerResult:
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
+# The workstation's own tables, kept when the replicated ones are replaced by an
+# image. Not pending_effects: they describe the old replica's rows; the replay
+# makes them again.
+LOCAL_TABLES = ("outbox", "leases", "sync_issues", "clerk_cache")
+
 
 def args_hash(kind: str, payload: str) -> str:
     return hashlib.sha256(f"{kind}\n{payload}".encode()).hexdigest()
@@ -178,6 +186,10 @@ class _TableSql:
 
 
 class LocalStore:
+    conn: sqlite3.Connection
+    db: Database
+    state: ReplicaState
+
     def __init__(
         self,
         path: str | Path,
@@ -187,6 +199,24 @@ class LocalStore:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = str(path)
+        self.lock = threading.RLock()
+        self.clock = clock
+        self.hlc = hlc or HybridClock()
+        self.monotonic = monotonic
+        self._tables = {rt.table: _TableSql(rt) for rt in ROW_TYPES}
+        self._policy: Policy | None = None
+        self._fail_before_outbox: Callable[[], None] | None = None  # tests inject faults here
+        self._rebase_due = False  # an op left the view since the last rebase
+        self._checkpointer: sqlite3.Connection | None = None
+        # Guards the checkpointer, which the engine uses without the store's lock.
+        self._checkpoint_lock = threading.Lock()
+        with self.lock:
+            self._open()
+
+    def _open(self) -> None:
+        """Connect to the replica file and bring its schema up to date. Everything
+        that reads through the connection (ReplicaState) is made here too, so a
+        new connection (after install_image) reaches all of it."""
         self.conn = sqlite3.connect(self.path, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
         if self.path != ":memory:":
@@ -200,24 +230,19 @@ class LocalStore:
         self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         register_functions(self.conn)
         self.db = Database(self.conn, execute_plugins=False)
-        self.lock = threading.RLock()
-        with self.lock:
-            migrate(self.db)
-        self.clock = clock
-        self.hlc = hlc or HybridClock()
-        self.monotonic = monotonic
+        migrate(self.db)
         self.state = ReplicaState(self.conn, self.policy)
-        self._tables = {rt.table: _TableSql(rt) for rt in ROW_TYPES}
-        self._policy: Policy | None = None
-        self._fail_before_outbox: Callable[[], None] | None = None  # tests inject faults here
-        self._rebase_due = False  # an op left the view since the last rebase
-        self._checkpointer: sqlite3.Connection | None = None
 
     def close(self) -> None:
         with self.lock:
             self.conn.close()
-        if self._checkpointer is not None:
-            self._checkpointer.close()
+        self._close_checkpointer()
+
+    def _close_checkpointer(self) -> None:
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
 
     def checkpoint(self, truncate: bool = False) -> None:
         """Copy the write-ahead log into the database file, from a second
@@ -225,11 +250,12 @@ class LocalStore:
         (after a bootstrap) also shrinks the log file, waiting for writers."""
         if self.path == ":memory:":
             return
-        if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            self._checkpointer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        mode = "TRUNCATE" if truncate else "PASSIVE"
-        self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        with self._checkpoint_lock:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+                self._checkpointer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            mode = "TRUNCATE" if truncate else "PASSIVE"
+            self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -469,9 +495,8 @@ class LocalStore:
         epoch: str,
         device_last_seq: int,
     ) -> int:
-        """Replace the replicated tables with a server snapshot, keeping the
-        outbox: ops the server has not seen (it may have been restored from a
-        backup) go back to pending and will be pushed again."""
+        """Replace the replicated tables with a server snapshot of rows, keeping
+        the outbox (see _adopt_snapshot)."""
         total = 0
         with self.transaction():
             self.conn.execute("DELETE FROM pending_effects")
@@ -493,16 +518,87 @@ class LocalStore:
             )
             for statement in SEARCH_TRIGGERS:
                 self.conn.execute(statement)
-            self._set_meta("cursor", str(cursor))
-            self._set_meta("epoch", epoch)
-            self._set_meta("bootstrapped_at", self.clock().isoformat(timespec="seconds"))
-            self.conn.execute(
-                "UPDATE outbox SET state = ? WHERE client_seq > ? AND state IN (?, ?)",
-                (PENDING, device_last_seq, ACKED, CONFIRMED),
-            )
-            self._confirm_through(device_last_seq)
-            self._replay()
+            self._adopt_snapshot(cursor=cursor, epoch=epoch, device_last_seq=device_last_seq)
         return total
+
+    def _adopt_snapshot(self, *, cursor: int, epoch: str, device_last_seq: int) -> None:
+        """The replicated tables now hold the server's state at ``cursor``: put
+        the outbox on top of it. Ops the server does not have (it may have been
+        restored from a backup) go back to pending and will be pushed again."""
+        self._set_meta("cursor", str(cursor))
+        self._set_meta("epoch", epoch)
+        self._set_meta("bootstrapped_at", self.clock().isoformat(timespec="seconds"))
+        self.conn.execute(
+            "UPDATE outbox SET state = ? WHERE client_seq > ? AND state IN (?, ?)",
+            (PENDING, device_last_seq, ACKED, CONFIRMED),
+        )
+        self._confirm_through(device_last_seq)
+        self._replay()
+
+    def install_image(
+        self, image_path: str | Path, *, cursor: int, epoch: str, device_last_seq: int
+    ) -> None:
+        """Make a replica image (``local_db.image``, already verified and
+        unpacked) this workstation's replica, keeping what is the workstation's
+        own: outbox, leases, Sync issues, cached clerks and its sync state. The
+        image file is used up.
+
+        The new replica is made complete in the image file first (local tables
+        copied in, the outbox put on top and replayed) and only then renamed
+        over the replica file, so a crash at any moment leaves the old replica
+        or the new one, never a mix. The store's lock is held throughout: no
+        clerk command runs in between."""
+        image_path = str(image_path)
+        found = image_info(image_path)
+        expected = {"cursor": str(cursor), "epoch": epoch, "schema_id": SCHEMA_ID}
+        if found != expected:
+            raise ValueError(f"replica image is {found}, expected {expected}")
+        with self.lock:
+            staged = LocalStore(image_path, clock=self.clock, hlc=self.hlc)
+            try:
+                staged._take_local_tables(self.path)
+                with staged.transaction():
+                    staged._adopt_snapshot(
+                        cursor=cursor, epoch=epoch, device_last_seq=device_last_seq
+                    )
+            finally:
+                staged.close()  # the last connection: its write-ahead log goes into the file
+            # A write-ahead log left beside the replica would be applied to the
+            # new file on the next open. Leaving WAL mode folds it into the old
+            # file and deletes it; SQLite refuses while another connection is open.
+            self._close_checkpointer()
+            try:
+                left_wal = self.conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+            except sqlite3.OperationalError:  # "database is locked"
+                left_wal = False
+            if not left_wal:
+                raise RuntimeError("the replica is open elsewhere: it cannot be replaced now")
+            self.conn.close()
+            try:
+                os.replace(image_path, self.path)
+                fsync_directory(os.path.dirname(os.path.abspath(self.path)))
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path + suffix)
+            finally:
+                self._open()  # the new replica, or the old one if the rename failed
+            self._rebase_due = False
+
+    def _take_local_tables(self, replica_path: str) -> None:
+        """Copy the workstation's own tables from the replica at ``replica_path``
+        into this (freshly bootstrapped) one, in one transaction."""
+        self.conn.execute("ATTACH DATABASE ? AS old", (replica_path,))
+        try:
+            with self.transaction():
+                for table in LOCAL_TABLES:
+                    self.conn.execute(f"INSERT INTO main.{table} SELECT * FROM old.{table}")
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO main.sync_state SELECT key, value FROM old.sync_state "
+                    f"WHERE key NOT IN ({', '.join('?' * len(IMAGE_KEYS))})",
+                    IMAGE_KEYS,
+                )
+        finally:
+            self.conn.execute("DETACH DATABASE old")
 
     # -- push ----------------------------------------------------------------
 
@@ -668,6 +764,16 @@ class LocalStore:
     def search(self, query: str, limit: int = 20) -> list[PatientHit]:
         with self.lock:
             return search_patients(self.conn, query, limit)
+
+    def card(self, card_no: str) -> CardRow | None:
+        """The card as the clerk sees it (pending ops included). Reads go
+        through the lock: install_image swaps the connection underneath."""
+        with self.lock:
+            return self.state.get_card(card_no)
+
+    def patient_by_document(self, doc_type: str, doc_no: str) -> PatientRow | None:
+        with self.lock:
+            return self.state.find_patient_by_document(doc_type, doc_no)
 
     def patient_view(self, patient_id: str, transfers: int = 10) -> PatientView | None:
         """The patient as the clerk sees them: confirmed state plus pending ops."""

@@ -8,6 +8,7 @@ workstation backs off and retries.
 """
 
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from local_db.image import SCHEMA_ID
 from sync.protocol import (
     DEVICE_HEADER,
     MAX_BODY_BYTES,
@@ -32,12 +34,14 @@ from sync.protocol import (
     PullResponse,
     PushRequest,
     PushResponse,
+    SnapshotImageInfo,
 )
 from workstation.domain.numbers import Series
 
 from .auth import AuthError, AuthService, Device, Session
 from .db import create_schema, make_engine, utc_now
 from .leases import NumbersExhausted, grant_block
+from .snapshots import SnapshotImages, image_chunks
 from .sync_service import SyncService
 
 log = logging.getLogger(__name__)
@@ -106,13 +110,16 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def create_app(engine: Engine | str) -> FastAPI:
-    """The server app over ``engine`` (or a database URL); creates missing tables."""
+def create_app(engine: Engine | str, snapshot_dir: Path | None = None) -> FastAPI:
+    """The server app over ``engine`` (or a database URL); creates missing tables.
+    Replica images are kept in ``snapshot_dir`` (default: see
+    ``server.snapshots.default_directory``)."""
     if isinstance(engine, str):
         engine = make_engine(engine)
     create_schema(engine)
     auth = AuthService(engine)
     sync = SyncService(engine)
+    images = SnapshotImages(engine, snapshot_dir)
 
     app = FastAPI(
         title="Hospital window central server",
@@ -122,6 +129,7 @@ def create_app(engine: Engine | str) -> FastAPI:
     app.state.engine = engine
     app.state.auth = auth
     app.state.sync = sync
+    app.state.snapshots = images
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(AuthError)
@@ -240,6 +248,68 @@ def create_app(engine: Engine | str) -> FastAPI:
         auth.record(session.clerk_id, session.device_id, "snapshot", "", "ok")
         return StreamingResponse(
             sync.snapshot(session.device_id), media_type="application/x-ndjson+gzip"
+        )
+
+    @app.get(
+        "/sync/snapshot/image",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"application/gzip": {}}},
+            409: {"model": ErrorBody, "description": "the workstation's schema differs"},
+            503: {"model": ErrorBody, "description": "the image is being built; retry"},
+        },
+    )
+    def snapshot_image(
+        session: Annotated[Session, Depends(session_of)],
+        schema: Annotated[str, Query(min_length=1, max_length=64)],
+    ) -> Any:
+        """A complete replica file (gzip'd) for a workstation of replica schema
+        ``schema``; cursor, epoch, SHA-256 and the device's last seq come in the
+        ``X-Image-*`` headers. The row snapshot (/sync/snapshot) is the fallback."""
+        if schema != SCHEMA_ID:
+            auth.record(session.clerk_id, session.device_id, "snapshot_image", schema, "refused")
+            return _error(
+                409,
+                "snapshot_schema_mismatch",
+                "本工作站的数据格式与服务器不同，改用逐行下载。",
+                "This workstation's replica schema differs from the server's; "
+                "use the row snapshot.",
+                detail={"server_schema": SCHEMA_ID},
+            )
+        found = images.open_current()
+        if found is None:
+            return _error(
+                503,
+                "snapshot_preparing",
+                "中心服务器正在准备患者数据，稍后自动重试。",
+                "The server is preparing the patient data; retrying shortly.",
+                headers={"Retry-After": "10"},
+            )
+        image, file = found
+        try:
+            with engine.connect() as conn:
+                device_last_seq = sync._device_last_seq(conn, session.device_id, image.cursor)
+            auth.record(
+                session.clerk_id,
+                session.device_id,
+                "snapshot_image",
+                f"{image.epoch}:{image.cursor}",
+                "ok",
+            )
+        except Exception:
+            file.close()
+            raise
+        info = SnapshotImageInfo(
+            cursor=image.cursor,
+            epoch=image.epoch,
+            sha256=image.sha256,
+            device_last_seq=device_last_seq,
+            rows=image.rows,
+        )
+        return StreamingResponse(
+            image_chunks(file),
+            media_type="application/gzip",
+            headers={**info.headers(), "Content-Length": str(image.size)},
         )
 
     return app

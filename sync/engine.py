@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import hashlib
 import logging
 import os
 import random
+import shutil
 import tempfile
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from local_db.image import SCHEMA_ID
 from local_db.store import LocalStore, ServerResult
 from workstation.domain.numbers import Series
 
@@ -28,6 +33,19 @@ from .protocol import MAX_OPS_PER_PUSH, PULL_LIMIT_MAX, PushRequest, WireOp
 from .snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
+
+
+def _gunzip(source: str, target: str) -> None:
+    """Unpack a gzip file onto disk (fsynced: it is about to become the replica).
+    Raises ValueError if it is not valid gzip (the CRC is checked too)."""
+    try:
+        with gzip.open(source, "rb") as packed, open(target, "wb") as out:
+            shutil.copyfileobj(packed, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise ValueError(f"replica image is not valid gzip: {exc}") from None
+
 
 # (refill when fewer than this many are left, how many to ask for)
 NUMBER_STOCK: dict[Series, tuple[int, int]] = {Series.CARD: (50, 200), Series.RECEIPT: (200, 1000)}
@@ -281,24 +299,81 @@ class SyncEngine:
     # -- bootstrap -----------------------------------------------------------
 
     async def bootstrap(self) -> int:
-        """Load the server's snapshot; the outbox is kept and replayed on top."""
+        """Load the server's snapshot; the outbox is kept and replayed on top.
+        The replica image comes first; the row snapshot is the fallback when
+        the server has no image for this workstation's schema (409, or 404
+        from an older server) or the image arrived damaged. Returns the rows
+        loaded."""
         self._set_status(busy="bootstrap")
+        try:
+            loaded = None
+            if self.store.path != ":memory:":
+                try:
+                    loaded = await self._bootstrap_from_image()
+                except Refused as exc:
+                    if exc.status not in (404, 409):
+                        raise
+                    log.info("no replica image for this workstation (%s): loading rows", exc.code)
+                except ValueError as exc:
+                    log.warning("replica image unusable (%s): loading rows instead", exc)
+            if loaded is None:
+                loaded = await self._bootstrap_from_rows()
+            await asyncio.to_thread(self.store.checkpoint, True)
+            return loaded
+        finally:
+            self._set_status(busy=None)
+
+    def _temp_file(self, prefix: str, suffix: str) -> str:
+        """A new file beside the replica: an image is renamed over the replica,
+        which only works within one file system."""
         directory = (
             os.path.dirname(os.path.abspath(self.store.path))
             if self.store.path != ":memory:"
             else None
         )
-        fd, path = tempfile.mkstemp(prefix="snapshot-", suffix=".ndjson.gz", dir=directory)
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        os.close(fd)
+        return path
+
+    async def _bootstrap_from_image(self) -> int:
+        """Download the image while hashing it, check the hash, unpack, install.
+        Raises ValueError, with the replica untouched, if the image is damaged."""
+        download = self._temp_file("image-", ".db.gz")
+        unpacked = self._temp_file("image-", ".db")
         try:
-            with os.fdopen(fd, "wb") as out:
+            digest = hashlib.sha256()
+            with open(download, "wb") as out:
+
+                def save(chunk: bytes) -> None:
+                    out.write(chunk)
+                    digest.update(chunk)
+
+                info = await self.client.snapshot_image(SCHEMA_ID, save)
+            if digest.hexdigest() != info.sha256:
+                raise ValueError("replica image does not match its SHA-256")
+            await asyncio.to_thread(_gunzip, download, unpacked)
+            await asyncio.to_thread(
+                self.store.install_image,
+                unpacked,
+                cursor=info.cursor,
+                epoch=info.epoch,
+                device_last_seq=info.device_last_seq,
+            )
+            return info.rows
+        finally:
+            for path in (download, unpacked):  # unpacked is gone once installed
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    async def _bootstrap_from_rows(self) -> int:
+        path = self._temp_file("snapshot-", ".ndjson.gz")
+        try:
+            with open(path, "wb") as out:
                 async for chunk in self.client.snapshot():
                     out.write(chunk)
-            loaded = await asyncio.to_thread(self._load_snapshot_file, path)
-            await asyncio.to_thread(self.store.checkpoint, True)
-            return loaded
+            return await asyncio.to_thread(self._load_snapshot_file, path)
         finally:
             os.unlink(path)
-            self._set_status(busy=None)
 
     def _load_snapshot_file(self, path: str) -> int:
         def chunks() -> Iterator[bytes]:

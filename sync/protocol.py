@@ -6,6 +6,7 @@ document) and the client, so both sides parse the same shapes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -135,6 +136,36 @@ class SnapshotHeader(_Model):
     device_last_seq: int
     created_at: str
     tables: list[str]
+
+
+IMAGE_HEADER_PREFIX = "X-Image-"
+
+
+class SnapshotImageInfo(_Model):
+    """What ``GET /sync/snapshot/image`` says about the replica image it sends,
+    in response headers (``X-Image-Cursor``, ...), since the body is the file."""
+
+    cursor: int = Field(description="the change-log position the image holds")
+    epoch: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="of the gzip'd body")
+    device_last_seq: int = Field(
+        description="last client_seq of the requesting device whose rows are <= cursor"
+    )
+    rows: int = Field(description="replicated rows in the image")
+
+    def headers(self) -> dict[str, str]:
+        return {_image_header(name): str(value) for name, value in self.model_dump().items()}
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> SnapshotImageInfo:
+        """Raises pydantic.ValidationError if a header is missing or malformed."""
+        return cls.model_validate(
+            {name: headers.get(_image_header(name)) for name in cls.model_fields}
+        )
+
+
+def _image_header(field: str) -> str:
+    return IMAGE_HEADER_PREFIX + field.replace("_", "-").title()
 
 
 class ErrorBody(_Model):

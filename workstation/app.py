@@ -70,7 +70,8 @@ class WindowApp(App[None]):
 
     def on_mount(self) -> None:
         self.desk.subscribe(self._desk_changed)
-        self._issues_seen = self.desk.status().open_issues  # the status bar shows these; toast new ones
+        # The status bar shows open issues; new ones are announced with a toast.
+        self._issues_seen = self.desk.status().open_issues
         self.push_screen(LoginScreen(self.demo))
         if self.run_sync:
             self.run_worker(self.desk.engine.run(), name="sync", group="sync", exit_on_error=False)

@@ -2,7 +2,7 @@
 
 workstation demo                       the whole product on this machine
 workstation server --db URL            the central server
-workstation admin --db URL ...         clerks, enrolment codes, epochs
+workstation admin --db URL ...         clerks, enrolment codes, epochs, snapshots
 workstation enroll --server URL --code CODE
 workstation run                        a real workstation (after enroll)
 """
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8700)
+    server.add_argument(
+        "--snapshot-dir",
+        type=Path,
+        help="where replica images for new workstations are kept (default: beside a SQLite "
+        "database file; for PostgreSQL a temporary directory of the server process)",
+    )
 
     admin = sub.add_parser("admin", help="administer the central server's database")
     admin.add_argument("--db", required=True)
@@ -60,6 +66,16 @@ def main(argv: list[str] | None = None) -> None:
     admin_sub.add_parser("show-policy", help="print the hospital's policy")
     policy = admin_sub.add_parser("set-policy", help="change the policy, e.g. offline_login_days=3")
     policy.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    snapshot = admin_sub.add_parser(
+        "build-snapshot",
+        help="build the replica image new workstations bootstrap from (e.g. nightly, or after "
+        "new-epoch), so the first one does not wait for it",
+    )
+    snapshot.add_argument(
+        "--dir",
+        type=Path,
+        help="the server's --snapshot-dir (default: beside a SQLite database file)",
+    )
     seed = admin_sub.add_parser("seed-demo", help="fill an empty database with the demo hospital")
     seed.add_argument("--patients", type=int, default=10_000)
 
@@ -85,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
 
         run_demo(args.data_dir, patients=args.patients, language=args.lang, reset=args.reset)
     elif args.command == "server":
-        _serve(args.db, args.host, args.port)
+        _serve(args.db, args.host, args.port, args.snapshot_dir)
     elif args.command == "admin":
         _admin(args)
     elif args.command == "enroll":
@@ -94,13 +110,13 @@ def main(argv: list[str] | None = None) -> None:
         _run(args)
 
 
-def _serve(db: str, host: str, port: int) -> None:
+def _serve(db: str, host: str, port: int, snapshot_dir: Path | None) -> None:
     import uvicorn
 
     from server.app import create_app
 
     logging.basicConfig(level=logging.INFO)
-    uvicorn.run(create_app(db), host=host, port=port)
+    uvicorn.run(create_app(db, snapshot_dir=snapshot_dir), host=host, port=port)
 
 
 def _admin(args: argparse.Namespace) -> None:
@@ -157,6 +173,20 @@ def _admin(args: argparse.Namespace) -> None:
             save_policy(engine, current)
         for key, value in current.as_dict().items():
             print(f"{key} = {value}")
+    elif args.admin_command == "build-snapshot":
+        from server.db import is_sqlite
+        from server.snapshots import SnapshotImages
+
+        if args.dir is None and not is_sqlite(engine):
+            sys.exit(
+                "error: give --dir, the directory the server was started with (--snapshot-dir)"
+            )
+        images = SnapshotImages(engine, args.dir)
+        image = images.build()
+        print(
+            f"replica image {images.directory / image.file}: {image.rows} rows at change "
+            f"{image.cursor}, {image.size / 1e6:.1f} MB, built in {image.build_s:.1f} s"
+        )
     elif args.admin_command == "seed-demo":
         from workstation.demo.seed import seed_demo_hospital
 

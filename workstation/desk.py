@@ -377,7 +377,7 @@ class Desk:
 
     def patient_by_card(self, card_text: str) -> PatientView:
         card_no = parse_card_no(card_text)
-        card = self.store.state.get_card(card_no)
+        card = self.store.card(card_no)
         if card is None:
             raise DomainError("card_unknown", card_no=card_no)
         view = self.store.patient_view(card.patient_id)
@@ -387,7 +387,7 @@ class Desk:
 
     def patient_by_national_id(self, doc_no: str) -> PatientView | None:
         number = parse_national_id(doc_no).number
-        found = self.store.state.find_patient_by_document(DocumentType.RESIDENT_ID.value, number)
+        found = self.store.patient_by_document(DocumentType.RESIDENT_ID.value, number)
         return self.store.patient_view(found.patient_id) if found else None
 
     # -- commands ------------------------------------------------------------
@@ -500,7 +500,7 @@ class Desk:
         command = CancelCard(card_no=card_no, reason=reason)
         executed = await asyncio.to_thread(self.store.execute, actor, lambda _store: command)
         rejection, confirmed = await self._after_commit(executed.op_id)
-        card = self.store.state.get_card(card_no)
+        card = self.store.card(card_no)
         return Done(
             kind=CancelCard.kind,
             op_id=executed.op_id,

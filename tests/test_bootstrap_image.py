@@ -1,0 +1,360 @@
+"""Bootstrap from a replica image (GET /sync/snapshot/image), on SQLite and
+PostgreSQL: the workstation ends with exactly the server's rows and its own
+outbox; a damaged download changes nothing; a workstation of another schema
+gets the row snapshot; images are reused, and rebuilt once stale."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from local_db.image import SCHEMA_ID, build_image
+from local_db.pinyin import readings
+from local_db.store import LocalStore
+from server.bulk import bulk_load
+from server.db import audit, start_new_epoch, transfers
+from server.snapshots import SnapshotImages
+from sync.client import ServerBusy
+from sync.protocol import DEVICE_HEADER
+from tests.harness import PASSWORD, Central, Station
+from tests.test_sync_end_to_end import ZHANG, replica_rows, server_rows
+from workstation.demo.seed import demo_rows
+from workstation.domain.numbers import Series
+
+IMAGE_PATH = "/sync/snapshot/image"
+
+
+@pytest.fixture
+def images(central: Central, tmp_path: Path) -> SnapshotImages:
+    """The server's images, in this test's own directory (on PostgreSQL the
+    default is one directory for the whole test process)."""
+    snapshots: SnapshotImages = central.app.state.snapshots
+    snapshots.directory = tmp_path / "images"
+    return snapshots
+
+
+def seed(central: Central, patients: int = 300) -> None:
+    bulk_load(central.engine, demo_rows(central.engine, patients, seed=11))
+
+
+def bootstraps(central: Central) -> list[tuple[str, str, str]]:
+    """(action, target, outcome) of every snapshot request, in order."""
+    with central.engine.connect() as conn:
+        rows = conn.execute(
+            select(audit.c.action, audit.c.target, audit.c.outcome)
+            .where(audit.c.action.in_(["snapshot", "snapshot_image"]))
+            .order_by(audit.c.audit_id)
+        )
+        return [(r.action, r.target, r.outcome) for r in rows]
+
+
+def image_files(images: SnapshotImages) -> list[str]:
+    return sorted(p.name for p in images.directory.glob("replica-*.db.gz"))
+
+
+def files_beside(store: LocalStore) -> list[str]:
+    return sorted(p.name for p in Path(store.path).parent.iterdir() if p.is_file())
+
+
+def initials(name: str) -> str:
+    return "".join(readings(ch)[0][0] for ch in name)
+
+
+class FlipByte(httpx.AsyncBaseTransport):
+    """Damages answers on the way: one byte in the middle of the body of a
+    successful answer to any of ``paths`` is flipped."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.paths: set[str] = set()
+        self.flipped = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path not in self.paths or response.status_code != 200:
+            return response
+        body = bytearray(await response.aread())
+        body[len(body) // 2] ^= 0xFF
+        self.flipped += 1
+        return httpx.Response(200, headers=response.headers, stream=httpx.ByteStream(bytes(body)))
+
+
+async def test_workstation_from_an_image_has_the_server_rows_and_finds_patients(
+    central: Central, images: SnapshotImages, tmp_path: Path
+) -> None:
+    seed(central)
+    central.clerk("cash", ["cashier"])
+    station = Station(central, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    store = station.store
+
+    [(action, target, outcome)] = bootstraps(central)
+    assert (action, outcome) == ("snapshot_image", "ok")
+    server = server_rows(central)
+    assert replica_rows(store) == server
+    assert len(server["patients"]) == 300 and server["cards"] and server["transfers"]
+    epoch, cursor = target.split(":")
+    assert store.get_meta("epoch") == epoch == central.sync.epoch()
+    assert store.get_meta("cursor") == cursor
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert files_beside(store) == ["replica.db", "replica.db-shm", "replica.db-wal"]
+
+    patient = server["patients"][123]
+    card = next(c for c in server["cards"] if c["patient_id"] != patient["patient_id"])
+    found = {
+        "name": store.search(patient["name"], limit=1000),
+        "pinyin": store.search(initials(patient["name"]), limit=1000),
+        "id": store.search(patient["doc_no"][:10], limit=1000),
+    }
+    for how, hits in found.items():
+        assert patient["patient_id"] in {h.patient_id for h in hits}, how
+    [by_card] = store.search(card["card_no"])
+    assert by_card.patient_id == card["patient_id"] and by_card.matched == "card"
+
+    # the replica works on: commands decide against it, its search index follows
+    reg = await station.desk.register_patient(ZHANG)
+    assert [h.patient_id for h in store.search("张三丰")] == [reg.patient_id]
+    await station.desk.issue_card(reg.patient_id, "50", "cash")
+    await station.engine.sync_once()
+    assert store.outbox_stats().pending == 0
+    assert replica_rows(store) == server_rows(central)
+    await station.close()
+
+
+def _checkpointed_copy(src: Path, dst: Path) -> None:
+    with sqlite3.connect(src) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(src, dst)
+
+
+async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_lost(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "central.db"
+    central = Central(f"sqlite:///{db}")
+    central.clerk("cash", ["cashier"])
+    station = Station(central, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    reg = await station.desk.register_patient(ZHANG)
+    card = await station.desk.issue_card(reg.patient_id, "50", "cash")
+    await station.engine.sync_once()
+
+    central.engine.dispose()
+    _checkpointed_copy(db, tmp_path / "backup.db")  # the nightly backup
+    await station.desk.top_up(str(card.card_no), "100", "cash")
+    await station.desk.top_up(str(card.card_no), "30", "wechat")
+    await station.engine.sync_once()  # the server had them...
+    station.offline()
+    await station.desk.top_up(str(card.card_no), "7", "cash")  # ...and this one never left
+    outbox = [(op.client_seq, op.op_id) for op in station.store.outbox()]
+    receipts_left = station.store.numbers_left(Series.RECEIPT)
+
+    central.engine.dispose()  # the server's disk died; restore last night's backup
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "backup.db", db)
+    epoch = start_new_epoch(central.engine)
+
+    station.online()
+    report = await station.engine.sync_once()  # new epoch: re-bootstraps from a new image
+    assert report.bootstrapped
+    assert bootstraps(central)[-1][0] == "snapshot_image"
+    assert station.store.get_meta("epoch") == epoch
+    assert [(op.client_seq, op.op_id) for op in station.store.outbox()] == outbox
+    assert station.store.outbox_stats().pending == 3  # two lost by the restore, one never sent
+    assert station.store.numbers_left(Series.RECEIPT) == receipts_left
+    view = station.desk.patient(reg.patient_id)
+    assert view is not None and view.balance_fen == 5000 + 10000 + 3000 + 700
+    assert view.confirmed_balance_fen == 5000
+
+    report = await station.engine.sync_once()
+    assert report.pushed == 3 and station.store.outbox_stats().pending == 0
+    with central.engine.connect() as conn:
+        assert conn.execute(select(func.sum(transfers.c.amount_fen))).scalar() == 18700
+    assert replica_rows(station.store) == server_rows(central)
+
+    # the cached clerk came along: offline login still works
+    await station.desk.logout()
+    station.offline()
+    assert (await station.desk.login("cash", PASSWORD)).mode == "offline"
+    await station.close()
+    central.close()
+
+
+async def test_a_damaged_download_changes_nothing_and_the_rows_are_used_instead(
+    central: Central, images: SnapshotImages, tmp_path: Path
+) -> None:
+    seed(central, 50)
+    central.clerk("cash", ["cashier"])
+    faulty = FlipByte(central.transport())
+    station = Station(central, tmp_path / "a", "a", transport=faulty)
+    await station.enroll_and_login("cash")
+    store = station.store
+    reg = await station.desk.register_patient(ZHANG)
+    await station.engine.sync_once()
+    station.offline()
+    await station.desk.issue_card(reg.patient_id, "20", "cash")
+
+    def replica() -> tuple[object, ...]:
+        return (
+            replica_rows(store),
+            store.outbox(),
+            store.get_meta("cursor"),
+            store.get_meta("epoch"),
+            files_beside(store),
+        )
+
+    before = replica()
+    start_new_epoch(central.engine)
+    station.online()
+    faulty.paths = {IMAGE_PATH, "/sync/snapshot"}
+    with pytest.raises(ValueError):
+        await station.engine.bootstrap()
+    assert faulty.flipped == 2  # the image, then the row snapshot
+    assert replica() == before
+
+    faulty.paths = {IMAGE_PATH}
+    await station.engine.bootstrap()  # a damaged image, then the rows
+    assert [a[0] for a in bootstraps(central)[-2:]] == ["snapshot_image", "snapshot"]
+    assert store.get_meta("epoch") == central.sync.epoch()
+    assert store.outbox_stats().pending == 1
+    await station.engine.sync_once()
+    assert replica_rows(store) == server_rows(central)
+    assert files_beside(store) == before[-1]  # no temporary file left behind
+    await station.close()
+
+
+async def test_another_schema_gets_409_and_the_row_snapshot(
+    central: Central, images: SnapshotImages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(central, 50)
+    central.clerk("cash", ["cashier"])
+    monkeypatch.setattr("sync.engine.SCHEMA_ID", "0123456789abcdef")  # an older workstation
+    station = Station(central, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    assert [(a, o) for a, _, o in bootstraps(central)] == [
+        ("snapshot_image", "refused"),
+        ("snapshot", "ok"),
+    ]
+    assert replica_rows(station.store) == server_rows(central)
+    assert image_files(images) == []  # a refusal builds nothing
+
+    headers = {
+        DEVICE_HEADER: station.client.device_token or "",
+        "Authorization": f"Bearer {station.client.session_token}",
+    }
+    async with httpx.AsyncClient(transport=central.transport(), base_url="http://t") as http:
+        refused = await http.get(IMAGE_PATH, params={"schema": "0123"}, headers=headers)
+        assert refused.status_code == 409
+        body = refused.json()
+        assert body["code"] == "snapshot_schema_mismatch"
+        assert body["message_zh"] and body["message_en"]
+        assert body["detail"] == {"server_schema": SCHEMA_ID}
+        unauthorised = await http.get(IMAGE_PATH, params={"schema": SCHEMA_ID})
+        assert unauthorised.status_code == 401
+    await station.close()
+
+
+async def test_an_image_is_reused_and_rebuilt_once_stale(
+    central: Central, images: SnapshotImages, tmp_path: Path
+) -> None:
+    seed(central, 50)
+    central.clerk("cash", ["cashier"])
+    a = Station(central, tmp_path / "a", "a")
+    b = Station(central, tmp_path / "b", "b")
+    await a.enroll_and_login("cash")
+    [first] = image_files(images)
+    await b.enroll_and_login("cash")
+    assert image_files(images) == [first]  # reused, not rebuilt
+    old = bootstraps(central)[0][1]
+    assert [t for _, t, _ in bootstraps(central)] == [old, old]
+
+    images.stale_changes = 2
+    reg = await a.desk.register_patient(ZHANG)
+    await a.desk.issue_card(reg.patient_id, "50", "cash")  # 3 more rows: stale
+    await a.engine.sync_once()
+    c = Station(central, tmp_path / "c", "c")
+    await c.enroll_and_login("cash")  # the stale image, then a pull of the rest
+    assert bootstraps(central)[-1][1] == old
+    assert replica_rows(c.store) == server_rows(central)
+    assert images._builder is not None
+    images._builder.join(30)  # the rebuild it started
+    assert len(image_files(images)) == 2
+
+    d = Station(central, tmp_path / "d", "d")
+    await d.enroll_and_login("cash")
+    new = bootstraps(central)[-1][1]
+    assert int(new.split(":")[1]) > int(old.split(":")[1])
+    assert replica_rows(d.store) == server_rows(central)
+    for station in (a, b, c, d):
+        await station.close()
+
+
+async def test_while_the_first_image_is_built_the_workstation_is_told_to_retry(
+    central: Central, images: SnapshotImages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    central.clerk("cash", ["cashier"])
+    release = threading.Event()
+    build = images.build
+
+    def slow_build() -> object:
+        release.wait(30)
+        return build()
+
+    monkeypatch.setattr(images, "build", slow_build)
+    images.wait_s = 0.05
+    station = Station(central, tmp_path / "a", "a")
+    with pytest.raises(ServerBusy) as busy:
+        await station.enroll_and_login("cash")
+    assert busy.value.code == "snapshot_preparing"
+    assert station.store.get_meta("epoch") is None
+    release.set()
+    assert images._builder is not None
+    images._builder.join(30)
+    report = await station.engine.sync_once()
+    assert report.bootstrapped and bootstraps(central)[-1][0] == "snapshot_image"
+    await station.close()
+
+
+def test_an_image_is_not_installed_over_a_replica_open_elsewhere(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "replica.db")
+    store.set_meta("device_id", "dev-1")
+    image = tmp_path / "image.db"
+    build_image(image, [], cursor=0, epoch="e1")
+    with pytest.raises(ValueError):
+        store.install_image(image, cursor=1, epoch="e1", device_last_seq=0)  # not what it says
+    other = sqlite3.connect(tmp_path / "replica.db")
+    other.execute("SELECT 1 FROM sync_state").fetchall()
+    with pytest.raises(RuntimeError):
+        store.install_image(image, cursor=0, epoch="e1", device_last_seq=0)
+    other.close()
+    assert store.get_meta("epoch") is None and store.device_id == "dev-1"  # still usable
+    store.install_image(image, cursor=0, epoch="e1", device_last_seq=0)
+    assert store.get_meta("epoch") == "e1" and store.device_id == "dev-1"
+    assert not image.exists()
+    store.close()
+
+
+def test_a_build_removes_work_files_a_dead_build_left_and_spares_a_live_ones(
+    central: Central, images: SnapshotImages
+) -> None:
+    seed(central, 20)
+    images.directory.mkdir(parents=True)
+    dead = images.directory / ".building-dead.db"
+    live = images.directory / ".building-live.db"
+    for work in (dead, live):
+        work.write_bytes(b"half an image")
+    long_ago = time.time() - 2 * 3600
+    os.utime(dead, (long_ago, long_ago))
+    image = images.build()
+    assert not dead.exists()
+    assert live.exists()  # another process may still be writing it
+    assert (images.directory / image.file).exists()
