@@ -7,6 +7,10 @@ every screen is refreshed each second and whenever the desk reports a change.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -64,11 +68,13 @@ class WindowApp(App[None]):
         self.status_interval_s = status_interval_s
         self._status_posted = False
         self._issues_seen = 0
+        self.event_loop: asyncio.AbstractEventLoop | None = None
         self.title = i18n.t("app.title")
 
     # -- life cycle ------------------------------------------------------------
 
     def on_mount(self) -> None:
+        self.event_loop = asyncio.get_running_loop()
         self.desk.subscribe(self._desk_changed)
         # The status bar shows open issues; new ones are announced with a toast.
         self._issues_seen = self.desk.status().open_issues
@@ -184,6 +190,60 @@ class WindowApp(App[None]):
             self.action_toggle_language,
         )
         yield SystemCommand(self.i18n.t("key.quit"), self.i18n.t("cmd.quit.help"), self.action_quit)
+
+
+# Seconds the app has to leave after its terminal went away before SIGALRM ends
+# the process.
+HANGUP_GRACE_S = 3
+TERMINAL_CHECK_S = 1.0
+
+
+def _has_terminal() -> bool:
+    """Whether this process still has a controlling terminal."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
+
+
+def run_app(app: WindowApp) -> None:
+    """Run the app in this terminal until the clerk quits or the terminal goes
+    away. Left alone, a Textual app whose terminal was closed keeps running
+    against the dead terminal (using CPU, and holding the replica and its data
+    directory): when the app runs under another program (``make demo``) only
+    that program gets the hang-up signal. So the terminal is watched too, and
+    SIGHUP or SIGTERM end the app as well.
+
+    Leaving is safe at any moment: every clerk action is committed with its
+    outbox entry before it is shown as done. If the app cannot even leave (its
+    output blocked on the dead terminal), the alarm ends the process."""
+
+    def leave() -> None:
+        signal.alarm(HANGUP_GRACE_S)
+        if app.event_loop is not None:
+            app.event_loop.call_soon_threadsafe(app.exit)
+
+    def watch(stop: threading.Event) -> None:
+        while not stop.wait(TERMINAL_CHECK_S):
+            if not _has_terminal():
+                leave()
+                return
+
+    stop = threading.Event()
+    if _has_terminal():
+        threading.Thread(target=watch, args=(stop,), name="terminal-watch", daemon=True).start()
+    previous = {
+        sig: signal.signal(sig, lambda _signum, _frame: leave())
+        for sig in (signal.SIGHUP, signal.SIGTERM)
+    }
+    try:
+        app.run()
+    finally:
+        stop.set()
+        signal.alarm(0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def make_app(

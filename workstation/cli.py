@@ -96,14 +96,25 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--lang", choices=["zh", "en"], default=None)
 
     args = parser.parse_args(argv)
+    if args.command == "server":
+        _serve(args.db, args.host, args.port, args.snapshot_dir)
+    elif args.command == "admin":
+        _admin(args)
+    else:  # the workstation's own commands: one process per data directory
+        from workstation.instance import AlreadyRunning, single_instance
+
+        try:
+            with single_instance(args.data_dir.resolve()):
+                _workstation_command(args)
+        except AlreadyRunning as exc:
+            sys.exit(exc.message())
+
+
+def _workstation_command(args: argparse.Namespace) -> None:
     if args.command == "demo":
         from workstation.demo.run import run_demo
 
         run_demo(args.data_dir, patients=args.patients, language=args.lang, reset=args.reset)
-    elif args.command == "server":
-        _serve(args.db, args.host, args.port, args.snapshot_dir)
-    elif args.command == "admin":
-        _admin(args)
     elif args.command == "enroll":
         _enroll(args)
     elif args.command == "run":
@@ -236,7 +247,7 @@ def _enroll(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> None:
     from local_db.store import LocalStore
     from sync.client import SyncClient
-    from workstation.app import make_app
+    from workstation.app import make_app, run_app
     from workstation.config import Settings
     from workstation.desk import Desk, DeskSettings
     from workstation.i18n import default_language
@@ -268,7 +279,7 @@ def _run(args: argparse.Namespace) -> None:
         ),
     )
     try:
-        make_app(desk, language=args.lang or settings.language or default_language()).run()
+        run_app(make_app(desk, language=args.lang or settings.language or default_language()))
     finally:
         store.close()
 

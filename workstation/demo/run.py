@@ -25,10 +25,11 @@ from server.auth import AuthService
 from server.db import make_engine
 from sync.client import SyncClient
 from sync.transports import SwitchableTransport
-from workstation.app import make_app
+from workstation.app import make_app, run_app
 from workstation.desk import Desk, DeskSettings, enroll_workstation
 from workstation.domain.commands import ROLE_NAMES
 from workstation.i18n import default_language
+from workstation.instance import LOCK_FILE
 from workstation.secrets import FileSecretStore
 
 from .seed import DEMO_CLERKS, seed_demo_hospital
@@ -74,7 +75,13 @@ class EmbeddedServer:
 
 def prepare(data_dir: Path, patients: int, reset: bool) -> tuple[EmbeddedServer, object]:
     if reset and data_dir.exists():
-        shutil.rmtree(data_dir)
+        for entry in data_dir.iterdir():  # all but the lock this process holds
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     data_dir.mkdir(parents=True, exist_ok=True)
     central_db = data_dir / "central.db"
     fresh = not central_db.exists()
@@ -137,7 +144,7 @@ def run_demo(
             secrets_description=secrets.description,
         )
         app = make_app(desk, language=language or default_language(), demo=demo)
-        app.run()
+        run_app(app)
     finally:
         store.close()
         server.stop()
