@@ -113,6 +113,7 @@ class FormScreen(DeskModal[Done | None]):
     @work(exclusive=True, group="form", exit_on_error=False)
     async def _save(self) -> None:
         self._busy = True
+        self.error("")  # an earlier refusal no longer applies to what is sent now
         try:
             done = await self.submit()
         except (DomainError, CommandRejected) as exc:

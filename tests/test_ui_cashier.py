@@ -160,6 +160,8 @@ async def test_cashier_first_job_by_keys(
         await pilot.press("enter", "down", "down", "enter")  # open the list, two down: WeChat
         await pilot.press("f10")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirmation")
+        form = app.screen_stack[-2]
+        assert str(form.query_one("#form-error", Static).render()) == ""  # the refusal is gone
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ReceiptScreen), "receipt")
         top_up = app.screen
@@ -300,3 +302,23 @@ async def test_a_refusal_arriving_in_the_background_is_announced(station: Statio
         station.desk._notify()
         await until(pilot, lambda: any("F8" in note for note in app.told), "refusal announced")  # type: ignore[attr-defined]
         assert "1 open sync issues" in " ".join(app.told)  # type: ignore[attr-defined]
+
+
+async def test_the_status_bar_stays_current_under_a_dialog(station: Station) -> None:
+    """A dialog (here the command palette) covers the screen but not its status
+    bar: the pending count there must keep up with the work done meanwhile."""
+    from textual.command import CommandPalette
+
+    from screens.widgets import StatusBar
+    from tests.test_sync_end_to_end import ZHANG
+
+    app = app_for(station, "en")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await log_in(pilot, app)
+        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+        station.offline()
+        await pilot.press("f1")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "command palette")
+        bar = app.screen_stack[-2].query_one(StatusBar)
+        await station.desk.register_patient(ZHANG)
+        await until(pilot, lambda: "Pending 1" in str(bar.render()), "pending count under dialog")

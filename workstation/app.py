@@ -110,8 +110,10 @@ class WindowApp(App[None]):
                 timeout=15,
             )
         self._issues_seen = status.open_issues
-        for bar in self.screen.query(StatusBar):
-            bar.show(status, self.i18n, self.desk.clerk, self.clock())
+        # every screen in the stack: a dialog leaves the status bar beneath it in view
+        for screen in self.screen_stack:
+            for bar in screen.query(StatusBar):
+                bar.show(status, self.i18n, self.desk.clerk, self.clock())
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Worker failures land here, once, as a notice the clerk can read."""
