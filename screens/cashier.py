@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 
+from rich.cells import cell_len
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets.data_table import ColumnKey
 
 from workstation.desk import Done, PatientHit, PatientView
 from workstation.domain.errors import DomainError
@@ -21,6 +24,7 @@ from .forms import IssueCardScreen, ReceiptScreen, RegisterPatientScreen, TopUpS
 from .widgets import DeskInput, PatientPanel, StatusBar
 
 SEARCH_LIMIT = 50
+COLUMNS = ("col.name", "col.sex", "col.birth", "col.doc", "col.phone", "col.card")
 SEARCH_DEBOUNCE_S = 0.12
 BURST_SETTLE_S = 0.08
 
@@ -61,10 +65,19 @@ class CashierScreen(DeskScreen[None]):
         self._show_stock()
 
     def _set_columns(self) -> None:
+        """Add the columns, or relabel them in the current language. Relabelled,
+        not made again: new columns would be sized by their labels alone, and
+        the short Chinese ones cut the names and numbers beneath them."""
         table = self.query_one("#results", DataTable)
-        table.clear(columns=True)
-        for key in ("col.name", "col.sex", "col.birth", "col.doc", "col.phone", "col.card"):
-            table.add_column(self.t(key), key=key)
+        if not table.columns:
+            for key in COLUMNS:
+                table.add_column(self.t(key), key=key)
+            return
+        for key in COLUMNS:
+            column = table.columns[ColumnKey(key)]
+            column.label = Text(self.t(key))
+            column.content_width = max(column.content_width, cell_len(self.t(key)))
+        table.refresh()
 
     def apply_language(self) -> None:
         super().apply_language()

@@ -322,3 +322,35 @@ async def test_the_status_bar_stays_current_under_a_dialog(station: Station) -> 
         bar = app.screen_stack[-2].query_one(StatusBar)
         await station.desk.register_patient(ZHANG)
         await until(pilot, lambda: "Pending 1" in str(bar.render()), "pending count under dialog")
+
+
+async def test_switching_language_keeps_the_results_readable(station: Station) -> None:
+    """The Chinese column labels are shorter than the English ones: after a
+    switch each column is still as wide as what it shows, under a label in
+    the new language. (In the demo, columns made again on a switch were sized
+    by their labels alone; this single-row case did not reproduce that, so it
+    guards the outcome, not the cause.)"""
+    from rich.cells import cell_len
+    from textual.widgets import DataTable
+    from textual.widgets.data_table import ColumnKey
+
+    from tests.test_sync_end_to_end import ZHANG
+
+    app = app_for(station, "en")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await log_in(pilot, app)
+        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+        await station.desk.register_patient(ZHANG)
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
+        await type_text(pilot, "zsf")
+        table = app.screen.query_one("#results", DataTable)
+        await until(pilot, lambda: table.row_count == 1, "the patient found")
+        for language in ("zh", "en"):
+            await pilot.press("f9")
+            await until(pilot, lambda: app.i18n.language == language, language)  # noqa: B023
+            await pilot.pause()
+            row = table.get_row_at(0)
+            for column, cell in zip(table.columns.values(), row, strict=True):
+                assert column.content_width >= cell_len(str(cell)), (language, column.key, cell)
+            assert str(table.columns[ColumnKey("col.doc")].label) == app.i18n.t("col.doc")
