@@ -288,7 +288,7 @@ def create_app(engine: Engine | str, snapshot_dir: Path | None = None) -> FastAP
         image, file = found
         try:
             with engine.connect() as conn:
-                device_last_seq = sync._device_last_seq(conn, session.device_id, image.cursor)
+                device_last_seq = sync.device_last_seq(conn, session.device_id, image.cursor)
             auth.record(
                 session.clerk_id,
                 session.device_id,

@@ -215,14 +215,7 @@ class SnapshotImages:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         try:
             transaction = conn.begin()
-            head = int(
-                conn.execute(
-                    select(counters.c.value).where(counters.c.name == CHANGE_SEQ)
-                ).scalar_one()
-            )
-            epoch = str(
-                conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one()
-            )
+            head, epoch = _head_and_epoch(conn)
 
             def batches() -> Generator[tuple[str, Sequence[Sequence[Any]]]]:
                 for row_type in ROW_TYPES:
@@ -276,11 +269,14 @@ class SnapshotImages:
 
     def _head(self) -> tuple[int, str]:
         with self.engine.connect() as conn:
-            head = conn.execute(
-                select(counters.c.value).where(counters.c.name == CHANGE_SEQ)
-            ).scalar_one()
-            epoch = conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one()
-        return int(head), str(epoch)
+            return _head_and_epoch(conn)
+
+
+def _head_and_epoch(conn: Connection) -> tuple[int, str]:
+    """The change-log head and the server epoch, as ``conn`` sees them."""
+    head = conn.execute(select(counters.c.value).where(counters.c.name == CHANGE_SEQ)).scalar_one()
+    epoch = conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one()
+    return int(head), str(epoch)
 
 
 def _raw_cursor(conn: Connection, name: str) -> Any:

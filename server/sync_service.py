@@ -144,7 +144,7 @@ class SyncService:
         with writer(self.engine) as conn, conn.begin():
             head = self._lock_head(conn)
             policy = load_policy(conn)
-            last_seq = self._device_last_seq(conn, device_id)
+            last_seq = self.device_last_seq(conn, device_id)
             stored = {
                 row.op_id: row
                 for row in conn.execute(
@@ -349,7 +349,7 @@ class SyncService:
             query = query.with_for_update()
         return int(conn.execute(query).scalar_one())
 
-    def _device_last_seq(self, conn: Connection, device_id: str, through: int | None = None) -> int:
+    def device_last_seq(self, conn: Connection, device_id: str, through: int | None = None) -> int:
         query = select(func.max(ops.c.client_seq)).where(ops.c.device_id == device_id)
         if through is not None:
             query = query.where(ops.c.change_seq <= through)
@@ -401,7 +401,7 @@ class SyncService:
             next_cursor = rows[-1].seq if rows else max(cursor, 0)
             if not rows and cursor > head:
                 next_cursor = cursor
-            device_last_seq = self._device_last_seq(conn, device_id, through=next_cursor)
+            device_last_seq = self.device_last_seq(conn, device_id, through=next_cursor)
             epoch = str(
                 conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one()
             )
@@ -448,7 +448,7 @@ class SyncService:
                         conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one()
                     ),
                     cursor=head,
-                    device_last_seq=self._device_last_seq(conn, device_id, through=head),
+                    device_last_seq=self.device_last_seq(conn, device_id, through=head),
                     created_at=utc_now(),
                     tables=[rt.table for rt in ROW_TYPES],
                 )

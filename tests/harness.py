@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from pathlib import Path
 
 import httpx
 
 from local_db.store import LocalStore
 from server.app import create_app
-from server.db import make_engine
+from server.db import make_engine, start_new_epoch
 from sync.client import SyncClient
 from sync.engine import SyncEngine
 from sync.transports import SwitchableTransport
@@ -77,3 +79,20 @@ class Station:
     async def close(self) -> None:
         await self.client.aclose()
         self.store.close()
+
+
+def back_up(db: Path, backup: Path) -> None:
+    """The nightly backup of a SQLite central database (its log folded in)."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(db, backup)
+
+
+def restore(central: Central, db: Path, backup: Path) -> str:
+    """The server's disk died: put the backup in place and mark a new epoch,
+    as the runbook says. Returns the new epoch."""
+    central.engine.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, db)
+    return start_new_epoch(central.engine)

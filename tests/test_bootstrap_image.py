@@ -6,7 +6,6 @@ gets the row snapshot; images are reused, and rebuilt once stale."""
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -24,7 +23,7 @@ from server.db import audit, start_new_epoch, transfers
 from server.snapshots import SnapshotImages
 from sync.client import ServerBusy
 from sync.protocol import DEVICE_HEADER
-from tests.harness import PASSWORD, Central, Station
+from tests.harness import PASSWORD, Central, Station, back_up, restore
 from tests.test_sync_end_to_end import ZHANG, replica_rows, server_rows
 from workstation.demo.seed import demo_rows
 from workstation.domain.numbers import Series
@@ -129,12 +128,6 @@ async def test_workstation_from_an_image_has_the_server_rows_and_finds_patients(
     await station.close()
 
 
-def _checkpointed_copy(src: Path, dst: Path) -> None:
-    with sqlite3.connect(src) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    shutil.copy(src, dst)
-
-
 async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_lost(
     tmp_path: Path,
 ) -> None:
@@ -148,7 +141,7 @@ async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_
     await station.engine.sync_once()
 
     central.engine.dispose()
-    _checkpointed_copy(db, tmp_path / "backup.db")  # the nightly backup
+    back_up(db, tmp_path / "backup.db")  # the nightly backup
     await station.desk.top_up(str(card.card_no), "100", "cash")
     await station.desk.top_up(str(card.card_no), "30", "wechat")
     await station.engine.sync_once()  # the server had them...
@@ -157,11 +150,8 @@ async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_
     outbox = [(op.client_seq, op.op_id) for op in station.store.outbox()]
     receipts_left = station.store.numbers_left(Series.RECEIPT)
 
-    central.engine.dispose()  # the server's disk died; restore last night's backup
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    shutil.copy(tmp_path / "backup.db", db)
-    epoch = start_new_epoch(central.engine)
+    # the server's disk died; restore last night's backup
+    epoch = restore(central, db, tmp_path / "backup.db")
 
     station.online()
     report = await station.engine.sync_once()  # new epoch: re-bootstraps from a new image

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from server.db import save_policy, start_new_epoch, transfers
+from server.db import save_policy, transfers
 from sync.client import Offline
 from sync.engine import SyncEngine
-from tests.harness import PASSWORD, Central, Station
+from tests.harness import PASSWORD, Central, Station, back_up, restore
 from workstation.desk import LoginFailed, RegistrationForm
 from workstation.domain.state import Policy
 
@@ -70,12 +68,6 @@ async def test_run_loop_goes_offline_and_comes_back(
         await station.close()
 
 
-def _checkpointed_copy(src: Path, dst: Path) -> None:
-    with sqlite3.connect(src) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    shutil.copy(src, dst)
-
-
 async def test_server_restored_from_backup_gets_lost_work_back(tmp_path: Path) -> None:
     db = tmp_path / "central.db"
     central = Central(f"sqlite:///{db}")
@@ -87,17 +79,14 @@ async def test_server_restored_from_backup_gets_lost_work_back(tmp_path: Path) -
     await station.engine.sync_once()
 
     central.engine.dispose()
-    _checkpointed_copy(db, tmp_path / "backup.db")  # the nightly backup
+    back_up(db, tmp_path / "backup.db")  # the nightly backup
     await station.desk.top_up(str(card.card_no), "100", "cash")
     await station.desk.top_up(str(card.card_no), "30", "wechat")
     await station.engine.sync_once()
     assert station.store.outbox_stats().pending == 0  # the server had them...
 
-    central.engine.dispose()  # ...then its disk died; restore last night's backup
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    shutil.copy(tmp_path / "backup.db", db)
-    start_new_epoch(central.engine)
+    # ...then its disk died; restore last night's backup
+    restore(central, db, tmp_path / "backup.db")
 
     report = await station.engine.sync_once()  # sees the new epoch: re-bootstraps
     assert report.bootstrapped
