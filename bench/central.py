@@ -22,7 +22,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 BENCH_USER = "bench_cashier"
 BENCH_PASSWORD = "bench-secret-123"
 SEED = 2026
-CACHE_FORMAT = 1  # bump when the cached database's contents change
+CACHE_FORMAT = 2  # bump when the cached database's contents change
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def replicated_table_sql(row_type: type[Row]) -> list[str]:
         cols.append(f"{name} {sql_type}{suffix}")
     cols.append("pending_op TEXT")
     statements = [f"CREATE TABLE {row_type.table} ({', '.join(cols)})"]
-    for index_name, index_cols, unique in row_type.indexes:
+    for index_name, index_cols, unique in row_type.indexes + row_type.replica_indexes:
         # Uniqueness is the server's to enforce: a replica mid-rebase may hold a
         # pending row beside the pulled row that will replace it.
         del unique

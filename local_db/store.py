@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -926,6 +927,12 @@ class LocalStore:
             )
 
 
+@lru_cache(maxsize=64)
+def _roles(text: str) -> frozenset[str]:
+    """A clerk's roles as stored with each op (the same few texts, over and over)."""
+    return frozenset(json.loads(text))
+
+
 def _outbox_op(row: sqlite3.Row) -> OutboxOp:
     return OutboxOp(
         client_seq=row["client_seq"],
@@ -934,7 +941,7 @@ def _outbox_op(row: sqlite3.Row) -> OutboxOp:
         payload=row["payload"],
         args_hash=row["args_hash"],
         clerk_id=row["clerk_id"],
-        clerk_roles=frozenset(json.loads(row["clerk_roles"])),
+        clerk_roles=_roles(row["clerk_roles"]),
         at=row["at"],
         hlc=row["hlc"],
         state=row["state"],

@@ -195,6 +195,12 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+WAL_CHECKPOINT_PAGES = 10_000
+# Indexes an earlier version of the server kept and this one does not (the
+# replicas still do): dropped from existing databases by create_schema.
+RETIRED_INDEXES = ("transfers_patient",)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``sqlite:///file`` or ``postgresql://...``."""
     if url.startswith("postgresql://"):
@@ -211,6 +217,13 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # Checkpoint every ~40 MB of log rather than SQLite's 4 MB: a page
+            # that every push writes (the tails of the change log and of ops)
+            # is copied back once per 40 MB instead of on nearly every push,
+            # which made the drain ~15% faster (bench). The log is cut back to
+            # 64 MB after a checkpoint, so it stays bounded on disk.
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            cursor.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -223,9 +236,12 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables and seed the counters and the server epoch."""
+    """Create missing tables, drop retired indexes, seed the counters and the
+    server epoch."""
     metadata.create_all(engine)
     with engine.connect().execution_options(writer=True) as conn, conn.begin():
+        for name in RETIRED_INDEXES:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
         existing = {r.name for r in conn.execute(select(counters.c.name))}
         if CHANGE_SEQ not in existing:
             conn.execute(insert(counters).values(name=CHANGE_SEQ, value=0))

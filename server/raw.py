@@ -12,8 +12,9 @@ become ``%s``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -63,8 +64,9 @@ def _to_format(sql: str) -> str:
 
 
 @lru_cache(maxsize=32)
-def upsert_sql(row_type: type[Row]) -> tuple[str, tuple[str, ...]]:
-    """The upsert of one row model, and its column order."""
+def upsert_sql(row_type: type[Row]) -> tuple[str, Callable[[Row], tuple[Any, ...]]]:
+    """The upsert of one row model, and the function that reads a row's
+    values in the statement's column order."""
     columns = tuple(name for name, _ in columns_of(row_type))
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != row_type.key)
     sql = (
@@ -72,4 +74,4 @@ def upsert_sql(row_type: type[Row]) -> tuple[str, tuple[str, ...]]:
         f"VALUES ({', '.join('?' for _ in columns)}) "
         f"ON CONFLICT ({row_type.key}) DO UPDATE SET {updates}"
     )
-    return sql, columns
+    return sql, attrgetter(*columns)

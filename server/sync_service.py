@@ -338,10 +338,9 @@ class SyncService:
 
     def _write_row(self, sql: RawSql, log_rows: _LogRows, row: Row, seq: int, op_id: str) -> None:
         """The row, and its entry in the change log at ``seq``."""
-        values = row.model_dump()
-        upsert, columns = upsert_sql(type(row))
-        sql.execute(upsert, tuple(values[c] for c in columns))
-        log_rows.changes.append((seq, row.table, row.key_value, to_json(values), op_id))
+        upsert, values_of = upsert_sql(type(row))
+        sql.execute(upsert, values_of(row))
+        log_rows.changes.append((seq, row.table, row.key_value, row.model_dump_json(), op_id))
 
     def _lock_head(self, conn: Connection) -> int:
         query = select(counters.c.value).where(counters.c.name == CHANGE_SEQ)

@@ -62,8 +62,11 @@ class FakeState:
     )
     the_policy: Policy = field(default_factory=Policy)
 
+    def resolve_patient_id(self, patient_id: str) -> str:
+        return self.aliases.get(patient_id, patient_id)
+
     def get_patient(self, patient_id: str) -> PatientRow | None:
-        return self.patients.get(self.aliases.get(patient_id, patient_id))
+        return self.patients.get(self.resolve_patient_id(patient_id))
 
     def find_patient_by_document(self, doc_type: str, doc_no: str) -> PatientRow | None:
         return next(
@@ -532,6 +535,18 @@ def test_top_up_cash(with_card: FakeState) -> None:
     with_card.apply(decision)
     assert with_card.account_balance("deposit:P-1") == 10_050
     assert with_card.account_balance(f"drawer:{DEVICE}:cash") == -10_050  # liability view
+
+
+def test_top_up_on_a_card_held_under_a_mapped_patient_id(with_card: FakeState) -> None:
+    # issued offline to provisional patient P-2, which the server then mapped to P-1
+    with_card.aliases["P-2"] = "P-1"
+    set_patient = {"patient_id": "P-2"}
+    with_card.cards[CARD_1] = with_card.cards[CARD_1].model_copy(update=set_patient)
+    decision = accepted(with_card, top_up())
+    [transfer] = decision.rows
+    assert isinstance(transfer, TransferRow)
+    assert transfer.patient_id == "P-1" and transfer.credit_account == "deposit:P-1"
+    assert decision.result is not None and decision.result["patient_id"] == "P-1"
 
 
 @pytest.mark.parametrize(

@@ -132,6 +132,13 @@ def test_migrations_from_empty_create_the_tables(tmp_path: Path) -> None:
             "patients_search_delete",
             "patients_search_update",
         } <= triggers
+        indexes = {
+            r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        # the server's indexes, and the ones only the windows' own look-ups need
+        for row_type in ROW_TYPES:
+            assert {i[0] for i in row_type.indexes + row_type.replica_indexes} <= indexes
+        assert "transfers_patient" in indexes
         assert schema_version(store.db) == ["m001_replica"]
     finally:
         store.close()

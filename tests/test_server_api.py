@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, inspect, select
 from ulid import ULID
 
 from server import auth as server_auth
 from server.app import create_app
-from server.db import change_log, counters, make_engine, ops
+from server.db import change_log, counters, create_schema, make_engine, ops
 from sync.protocol import DEVICE_HEADER, MAX_BODY_BYTES, MAX_OPS_PER_PUSH, PULL_LIMIT_MAX
 from sync.snapshot import read_snapshot
 from workstation.domain.commands import (
@@ -278,6 +278,24 @@ async def test_openapi_lists_the_sync_endpoints(server: Server) -> None:
     paths = response.json()["paths"]
     assert {"/sync/push", "/sync/pull", "/sync/snapshot"} <= set(paths)
     assert "post" in paths["/sync/push"] and "get" in paths["/sync/pull"]
+    # the push answers with JSON it serialises itself; the document still names its shape
+    answer = paths["/sync/push"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert answer["schema"]["$ref"].endswith("/PushResponse")
+
+
+def test_server_keeps_only_the_indexes_its_queries_use(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        create_schema(engine)
+        # a database made by an earlier server still has the replica-only index
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE INDEX transfers_patient ON transfers (patient_id)")
+        create_schema(engine)  # what the server does when it starts
+        names = {index["name"] for index in inspect(engine).get_indexes("transfers")}
+        assert "transfers_patient" not in names
+        assert {"transfers_debit", "transfers_credit", "transfers_receipt"} <= names
+    finally:
+        engine.dispose()
 
 
 async def test_enrolment_code_is_single_use(server: Server) -> None:

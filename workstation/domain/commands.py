@@ -326,8 +326,8 @@ def usable_card(state: DeskState, card_no: str) -> CardRow:
 
 def _decide_top_up(state: DeskState, cmd: TopUp, ctx: OpContext) -> Outcome:
     card = usable_card(state, cmd.card_no)
-    patient = state.get_patient(card.patient_id)
-    patient_id = patient.patient_id if patient is not None else card.patient_id
+    # a card issued offline to a patient the server then mapped to an existing record
+    patient_id = state.resolve_patient_id(card.patient_id)
     transfer = _money_in(
         state,
         ctx,

@@ -21,6 +21,9 @@ class Row(BaseModel):
     key: ClassVar[str]
     # (name, columns, unique) for the indexes both sides keep
     indexes: ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = ()
+    # indexes only the replicas keep: for the windows' own look-ups, which the
+    # server does not make (every index is one more page written per row)
+    replica_indexes: ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = ()
 
     @property
     def key_value(self) -> str:
@@ -87,8 +90,12 @@ class TransferRow(Row):
     indexes: ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = (
         ("transfers_debit", ("debit_account",), False),
         ("transfers_credit", ("credit_account",), False),
-        ("transfers_patient", ("patient_id",), False),
         ("transfers_receipt", ("receipt_no",), True),
+    )
+    # a patient's receipts at the window; the server finds a patient's money by
+    # account (``deposit:<patient_id>``)
+    replica_indexes: ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = (
+        ("transfers_patient", ("patient_id",), False),
     )
 
     transfer_id: str

@@ -55,6 +55,10 @@ class OpContext:
 
 
 class DeskState(Protocol):
+    def resolve_patient_id(self, patient_id: str) -> str:
+        """The id of the record a patient id stands for: the patient an alias
+        was mapped to, else the id itself."""
+
     def get_patient(self, patient_id: str) -> PatientRow | None:
         """The patient, following an alias to the record it was mapped to."""
 
