@@ -100,10 +100,15 @@ def ensure_central(patients: int, fresh: bool = False) -> CentralInfo:
 
 
 def working_copy(info: CentralInfo, directory: Path) -> Path:
-    """A copy of the cached database for one run to write to."""
+    """A copy of the cached database for one run to write to, on disk before
+    it is used: otherwise the kernel is still writing back its ~2 GB while the
+    run measures, and the first checkpoint's fsync waits for all of it (a
+    0.8 s push instead of 0.15 s in the drain)."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / "central.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(target) + suffix).unlink(missing_ok=True)
     shutil.copyfile(info.path, target)
+    with open(target, "rb+") as copy:
+        os.fsync(copy.fileno())
     return target
