@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ from server.db import make_engine, start_new_epoch
 from sync.client import SyncClient
 from sync.engine import SyncEngine
 from sync.transports import SwitchableTransport
-from workstation.desk import Desk, DeskSettings, enroll_workstation
+from workstation.desk import Desk, DeskSettings, RegistrationForm, enroll_workstation
 
 PASSWORD = "secret-123"
 
@@ -96,3 +97,34 @@ def restore(central: Central, db: Path, backup: Path) -> str:
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     shutil.copy(backup, db)
     return start_new_epoch(central.engine)
+
+
+@dataclass
+class LostWork:
+    db: Path
+    backup: Path
+    central: Central
+    station: Station
+    patient_id: str
+    card_no: str
+
+
+async def work_a_restore_will_lose(tmp_path: Path, patient: RegistrationForm) -> LostWork:
+    """Station "a" registers ``patient``, issues a card with 50.00 and syncs;
+    the nightly backup is taken; then two top-ups (100.00 cash, 30.00 WeChat)
+    are synced, which the backup does not hold."""
+    db, backup = tmp_path / "central.db", tmp_path / "backup.db"
+    central = Central(f"sqlite:///{db}")
+    central.clerk("cash", ["cashier"])
+    station = Station(central, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    reg = await station.desk.register_patient(patient)
+    card = await station.desk.issue_card(reg.patient_id, "50", "cash")
+    await station.engine.sync_once()
+
+    central.engine.dispose()
+    back_up(db, backup)
+    await station.desk.top_up(str(card.card_no), "100", "cash")
+    await station.desk.top_up(str(card.card_no), "30", "wechat")
+    await station.engine.sync_once()
+    return LostWork(db, backup, central, station, reg.patient_id, str(card.card_no))

@@ -23,7 +23,7 @@ from server.db import audit, start_new_epoch, transfers
 from server.snapshots import SnapshotImages
 from sync.client import ServerBusy
 from sync.protocol import DEVICE_HEADER
-from tests.harness import PASSWORD, Central, Station, back_up, restore
+from tests.harness import PASSWORD, Central, Station, restore, work_a_restore_will_lose
 from tests.test_sync_end_to_end import ZHANG, replica_rows, server_rows
 from workstation.demo.seed import demo_rows
 from workstation.domain.numbers import Series
@@ -131,27 +131,15 @@ async def test_workstation_from_an_image_has_the_server_rows_and_finds_patients(
 async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_lost(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "central.db"
-    central = Central(f"sqlite:///{db}")
-    central.clerk("cash", ["cashier"])
-    station = Station(central, tmp_path / "a", "a")
-    await station.enroll_and_login("cash")
-    reg = await station.desk.register_patient(ZHANG)
-    card = await station.desk.issue_card(reg.patient_id, "50", "cash")
-    await station.engine.sync_once()
-
-    central.engine.dispose()
-    back_up(db, tmp_path / "backup.db")  # the nightly backup
-    await station.desk.top_up(str(card.card_no), "100", "cash")
-    await station.desk.top_up(str(card.card_no), "30", "wechat")
-    await station.engine.sync_once()  # the server had them...
+    lost = await work_a_restore_will_lose(tmp_path, ZHANG)  # the server had the top-ups...
+    central, station = lost.central, lost.station
     station.offline()
-    await station.desk.top_up(str(card.card_no), "7", "cash")  # ...and this one never left
+    await station.desk.top_up(lost.card_no, "7", "cash")  # ...and this one never left
     outbox = [(op.client_seq, op.op_id) for op in station.store.outbox()]
     receipts_left = station.store.numbers_left(Series.RECEIPT)
 
     # the server's disk died; restore last night's backup
-    epoch = restore(central, db, tmp_path / "backup.db")
+    epoch = restore(central, lost.db, lost.backup)
 
     station.online()
     report = await station.engine.sync_once()  # new epoch: re-bootstraps from a new image
@@ -161,7 +149,7 @@ async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_
     assert [(op.client_seq, op.op_id) for op in station.store.outbox()] == outbox
     assert station.store.outbox_stats().pending == 3  # two lost by the restore, one never sent
     assert station.store.numbers_left(Series.RECEIPT) == receipts_left
-    view = station.desk.patient(reg.patient_id)
+    view = station.desk.patient(lost.patient_id)
     assert view is not None and view.balance_fen == 5000 + 10000 + 3000 + 700
     assert view.confirmed_balance_fen == 5000
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from server.db import save_policy, transfers
 from sync.client import Offline
 from sync.engine import SyncEngine
-from tests.harness import PASSWORD, Central, Station, back_up, restore
+from tests.harness import PASSWORD, Central, Station, restore, work_a_restore_will_lose
 from workstation.desk import LoginFailed, RegistrationForm
 from workstation.domain.state import Policy
 
@@ -69,24 +69,12 @@ async def test_run_loop_goes_offline_and_comes_back(
 
 
 async def test_server_restored_from_backup_gets_lost_work_back(tmp_path: Path) -> None:
-    db = tmp_path / "central.db"
-    central = Central(f"sqlite:///{db}")
-    central.clerk("cash", ["cashier"])
-    station = Station(central, tmp_path / "a", "a")
-    await station.enroll_and_login("cash")
-    reg = await station.desk.register_patient(ZHANG)
-    card = await station.desk.issue_card(reg.patient_id, "50", "cash")
-    await station.engine.sync_once()
-
-    central.engine.dispose()
-    back_up(db, tmp_path / "backup.db")  # the nightly backup
-    await station.desk.top_up(str(card.card_no), "100", "cash")
-    await station.desk.top_up(str(card.card_no), "30", "wechat")
-    await station.engine.sync_once()
+    lost = await work_a_restore_will_lose(tmp_path, ZHANG)
+    central, station = lost.central, lost.station
     assert station.store.outbox_stats().pending == 0  # the server had them...
 
     # ...then its disk died; restore last night's backup
-    restore(central, db, tmp_path / "backup.db")
+    restore(central, lost.db, lost.backup)
 
     report = await station.engine.sync_once()  # sees the new epoch: re-bootstraps
     assert report.bootstrapped
@@ -97,7 +85,7 @@ async def test_server_restored_from_backup_gets_lost_work_back(tmp_path: Path) -
         assert (
             conn.execute(select(func.sum(transfers.c.amount_fen))).scalar() == 5000 + 10000 + 3000
         )
-    view = station.desk.patient(reg.patient_id)
+    view = station.desk.patient(lost.patient_id)
     assert view is not None and view.balance_fen == view.confirmed_balance_fen == 18000
     await station.close()
     central.close()
