@@ -12,6 +12,7 @@ import uvicorn
 
 from server.app import create_app
 from server.db import make_engine
+from workstation.heap import settle_heap
 
 
 def main() -> None:
@@ -20,6 +21,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     app = create_app(make_engine(f"sqlite:///{args.db}"))
+    settle_heap()  # as `workstation server` does
     uvicorn.run(
         app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan="off"
     )

@@ -28,6 +28,7 @@ from screens.login import DemoInfo, LoginScreen
 from screens.sync_issues import SyncIssuesScreen
 from screens.widgets import StatusBar
 from workstation.desk import Desk
+from workstation.heap import settle_heap
 from workstation.i18n import I18n
 
 CSS_FILE = Path(__file__).resolve().parent.parent / "screens" / "app.tcss"
@@ -239,6 +240,7 @@ def run_app(app: WindowApp) -> None:
         sig: signal.signal(sig, lambda _signum, _frame: leave())
         for sig in (signal.SIGHUP, signal.SIGTERM)
     }
+    settle_heap()
     try:
         app.run()
     finally:

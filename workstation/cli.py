@@ -125,9 +125,12 @@ def _serve(db: str, host: str, port: int, snapshot_dir: Path | None) -> None:
     import uvicorn
 
     from server.app import create_app
+    from workstation.heap import settle_heap
 
     logging.basicConfig(level=logging.INFO)
-    uvicorn.run(create_app(db, snapshot_dir=snapshot_dir), host=host, port=port)
+    app = create_app(db, snapshot_dir=snapshot_dir)
+    settle_heap()
+    uvicorn.run(app, host=host, port=port)
 
 
 def _admin(args: argparse.Namespace) -> None:
