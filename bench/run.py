@@ -29,6 +29,7 @@ from sync.protocol import SnapshotImageInfo
 from workstation.desk import Desk, DeskSettings, enroll_workstation
 from workstation.domain.numbers import Series
 from workstation.domain.state import Actor
+from workstation.heap import settle_heap
 
 from .central import BENCH_PASSWORD, BENCH_USER, DATA_DIR, ensure_central, working_copy
 from .stats import Results, percentile
@@ -223,6 +224,9 @@ class Bench:
                 client, store, Series.RECEIPT, self.args.top_ups + 100 + 2 * (drain + http_ops)
             )
             await ensure_numbers(client, store, Series.CARD, (drain + http_ops) // 5 + 10)
+            # this process is the workstation and the server: it settles its
+            # heap after start-up as both of them do (workstation.heap)
+            settle_heap()
 
             self.top_up(store, actor)
             self.search(store)
@@ -384,6 +388,11 @@ class Bench:
         missing = max(wanted - pending, 0)
         cards = active_cards(store, 5_000, self.rng)
         made = make_ops(store, actor, missing, self.rng, cards, people_for(seed, missing))
+        # A workstation that made these ops offline checkpointed its log after
+        # every failed sync cycle (SyncEngine.run); made here in one go, they
+        # would leave ~1 GB of log for the drain to read through and the kernel
+        # to write back while the drain is measured.
+        store.checkpoint(truncate=True)
         print(
             f"  made {made.total:,} ops offline in {made.seconds:.1f} s ({made.describe()}; "
             f"{made.rejected_locally} refused locally); outbox pending: "
