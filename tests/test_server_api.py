@@ -20,7 +20,14 @@ from ulid import ULID
 
 from server import auth as server_auth
 from server.app import create_app
-from server.db import change_log, counters, create_schema, make_engine, ops
+from server.db import (
+    WAL_CHECKPOINT_PAGES,
+    change_log,
+    counters,
+    create_schema,
+    make_engine,
+    ops,
+)
 from sync.protocol import DEVICE_HEADER, MAX_BODY_BYTES, MAX_OPS_PER_PUSH, PULL_LIMIT_MAX
 from sync.snapshot import read_snapshot
 from workstation.domain.commands import (
@@ -281,6 +288,26 @@ async def test_openapi_lists_the_sync_endpoints(server: Server) -> None:
     # the push answers with JSON it serialises itself; the document still names its shape
     answer = paths["/sync/push"]["post"]["responses"]["200"]["content"]["application/json"]
     assert answer["schema"]["$ref"].endswith("/PushResponse")
+
+
+def test_sqlite_server_connections_are_durable_and_journal_savepoints_in_memory(
+    sqlite_url: str,
+) -> None:
+    engine = make_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            pragma = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "temp_store", "wal_autocheckpoint")
+            }
+        assert pragma == {
+            "journal_mode": "wal",
+            "synchronous": 2,  # FULL: a commit is on disk when the push is answered
+            "temp_store": 2,  # MEMORY
+            "wal_autocheckpoint": WAL_CHECKPOINT_PAGES,
+        }
+    finally:
+        engine.dispose()
 
 
 def test_server_keeps_only_the_indexes_its_queries_use(db_url: str) -> None:
