@@ -312,7 +312,7 @@ class SyncService:
                 pushed_by,
                 result.status,
                 result.code,
-                to_json(result.params),
+                to_json(result.params) if result.params else "{}",
                 to_json(result.result) if result.result is not None else None,
                 head,
             )
