@@ -22,8 +22,9 @@ from .widgets import DeskInput, StatusBar
 class DemoInfo:
     """What the demo shows on the login screen."""
 
-    accounts: list[tuple[str, str, str]] = field(default_factory=list)  # username, password, roles
-    secrets_description: str = ""
+    # username, password, role codes (named in the clerk's language when shown)
+    accounts: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    secrets_description: tuple[str, str] = ("", "")  # (zh, en)
 
 
 class LoginScreen(DeskScreen[None]):
@@ -54,9 +55,9 @@ class LoginScreen(DeskScreen[None]):
     def _demo_text(self) -> str:
         assert self.demo is not None
         lines = [self.t("demo.title"), self.t("demo.users")]
-        lines += [f"  {u:<12} {p:<16} {r}" for u, p, r in self.demo.accounts]
+        lines += [f"  {u:<12} {p:<16} {self.i18n.roles(r)}" for u, p, r in self.demo.accounts]
         lines.append(self.t("demo.network"))
-        lines.append(self.t("demo.secrets", where=self.demo.secrets_description))
+        lines.append(self.t("demo.secrets", where=self.i18n.pick(self.demo.secrets_description)))
         return "\n".join(lines)
 
     def on_mount(self) -> None:

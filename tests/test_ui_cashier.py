@@ -21,7 +21,7 @@ from screens.forms import (
     TopUpScreen,
 )
 from screens.home import HomeScreen
-from screens.login import LoginScreen
+from screens.login import DemoInfo, LoginScreen
 from screens.sync_issues import SyncIssuesScreen
 from tests.harness import PASSWORD, Central, Station
 from workstation.app import WindowApp, make_app
@@ -354,3 +354,22 @@ async def test_switching_language_keeps_the_results_readable(station: Station) -
             for column, cell in zip(table.columns.values(), row, strict=True):
                 assert column.content_width >= cell_len(str(cell)), (language, column.key, cell)
             assert str(table.columns[ColumnKey("col.doc")].label) == app.i18n.t("col.doc")
+
+
+async def test_demo_accounts_and_secrets_store_follow_the_language(station: Station) -> None:
+    demo = DemoInfo(
+        accounts=[("supervisor", "supervisor123", ("supervisor", "cashier"))],
+        secrets_description=("文件 /x/secrets.json（明确选择；未加密）", "file /x/secrets.json"),
+    )
+    app = make_app(station.desk, language="zh", cursor_blink=False, demo=demo)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen), "login screen")
+        text = screen_text(app, "#demo-text")
+        assert "收费员、主管" in text and "supervisor123" in text
+        assert "设备凭证保存在：文件 /x/secrets.json（明确选择；未加密）" in text
+        assert "cashier" not in text.replace("supervisor", "")  # no English role names
+        await pilot.press("f9")
+        await until(pilot, lambda: "Demo accounts" in screen_text(app, "#demo-text"), "English")
+        text = screen_text(app, "#demo-text")
+        assert "cashier, supervisor" in text
+        assert "Device token kept in: file /x/secrets.json" in text

@@ -24,7 +24,8 @@ class SecretsUnavailable(Exception):
 
 
 class SecretStore(Protocol):
-    description: str
+    description: str  # where the secrets are kept, in English (the CLI's language)
+    description_zh: str  # the same, for a clerk reading Chinese
 
     def get(self, name: str) -> str | None: ...
 
@@ -39,6 +40,7 @@ class FileSecretStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.description = f"file {path} (explicitly chosen; not encrypted)"
+        self.description_zh = f"文件 {path}（明确选择；未加密）"
 
     def _read(self) -> dict[str, str]:
         if not self.path.exists():
@@ -85,6 +87,7 @@ class KeyringSecretStore:
                 "the device token in a plain file (only on a machine you control)."
             )
         self.description = f"system keyring ({type(backend).__name__})"
+        self.description_zh = f"系统密钥环（{type(backend).__name__}）"
 
     def _call(self, fn, *args):  # type: ignore[no-untyped-def]
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:

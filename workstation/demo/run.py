@@ -27,7 +27,6 @@ from sync.client import SyncClient
 from sync.transports import SwitchableTransport
 from workstation.app import make_app, run_app
 from workstation.desk import Desk, DeskSettings, enroll_workstation
-from workstation.domain.commands import ROLE_NAMES
 from workstation.i18n import default_language
 from workstation.instance import LOCK_FILE
 from workstation.secrets import FileSecretStore
@@ -136,12 +135,11 @@ def run_demo(
             DeskSettings(window_name=DEVICE_NAME, receipts_dir=data_dir / "receipts"),
             network=network,
         )
-        roles = {u: ", ".join(ROLE_NAMES[r][1] for r in rs) for u, _, rs, _ in DEMO_CLERKS}
         from screens.login import DemoInfo
 
         demo = DemoInfo(
-            accounts=[(u, p, roles[u]) for u, _, _, p in DEMO_CLERKS],
-            secrets_description=secrets.description,
+            accounts=[(u, p, tuple(roles)) for u, _, roles, p in DEMO_CLERKS],
+            secrets_description=(secrets.description_zh, secrets.description),
         )
         app = make_app(desk, language=language or default_language(), demo=demo)
         run_app(app)
