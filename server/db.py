@@ -201,6 +201,9 @@ WAL_CHECKPOINT_PAGES = 10_000
 RETIRED_INDEXES = ("transfers_patient",)
 
 
+MMAP_BYTES = 2**31
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``sqlite:///file`` or ``postgresql://...``."""
     if url.startswith("postgresql://"):
@@ -230,6 +233,14 @@ def make_engine(url: str) -> Engine:
             # file: ~33,000 writes to it in a 10,000-op push, none needed
             # once it is kept in memory (it is a few pages per op).
             cursor.execute("PRAGMA temp_store=MEMORY")
+            # Pages are read through a memory map instead of one read() call
+            # each: -6.5% of the server's time in a 10,000-op push (4 of 4
+            # paired runs). Writes still go through the log with write(), so
+            # the file's integrity is as before; the price is that an I/O
+            # error on the database file ends the process (SIGBUS) instead of
+            # failing one request. SQLite caps the map at its build's maximum
+            # (2 GiB in Debian's); pages beyond it are read as before.
+            cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             cursor.close()
 
         @event.listens_for(engine, "begin")

@@ -290,7 +290,7 @@ async def test_openapi_lists_the_sync_endpoints(server: Server) -> None:
     assert answer["schema"]["$ref"].endswith("/PushResponse")
 
 
-def test_sqlite_server_connections_are_durable_and_journal_savepoints_in_memory(
+def test_sqlite_server_connection_settings(
     sqlite_url: str,
 ) -> None:
     engine = make_engine(sqlite_url)
@@ -300,12 +300,14 @@ def test_sqlite_server_connections_are_durable_and_journal_savepoints_in_memory(
                 name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
                 for name in ("journal_mode", "synchronous", "temp_store", "wal_autocheckpoint")
             }
+            mapped = conn.exec_driver_sql("PRAGMA mmap_size").scalar()
         assert pragma == {
             "journal_mode": "wal",
             "synchronous": 2,  # FULL: a commit is on disk when the push is answered
             "temp_store": 2,  # MEMORY
             "wal_autocheckpoint": WAL_CHECKPOINT_PAGES,
         }
+        assert mapped >= 256 * 1024 * 1024  # reads through a memory map (capped by the build)
     finally:
         engine.dispose()
 
