@@ -25,11 +25,11 @@ from datetime import datetime
 from typing import Any
 
 from local_db.image import SCHEMA_ID
-from local_db.store import LocalStore, ServerResult
+from local_db.store import LocalStore, OutboxOp, ServerResult
 from workstation.domain.numbers import Series
 
 from .client import Offline, Refused, SyncClient, SyncError, Unauthorised
-from .protocol import MAX_OPS_PER_PUSH, PULL_LIMIT_MAX, PushRequest, WireOp
+from .protocol import MAX_BODY_BYTES, MAX_OPS_PER_PUSH, PULL_LIMIT_MAX, PushRequest, WireOp
 from .snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,27 @@ class SyncReport:
     leased: list[str] = field(default_factory=list)
 
 
+# A push stays well under the server's body limit (413 above it) whatever its
+# ops hold, so no batch of large ops can keep the outbox from draining.
+PUSH_BYTES = MAX_BODY_BYTES // 2
+# a WireOp's fields other than the payload, with their names and quotes: at
+# most ~300 bytes (ids of 26-40 characters, a 64-character hash, a timestamp)
+_WIRE_OP_OVERHEAD = 512
+
+
+def within_bytes(batch: list[OutboxOp], budget: int) -> list[OutboxOp]:
+    """The first ops of ``batch`` whose JSON stays within ``budget`` bytes, by
+    an upper bound: the payload is JSON text inside JSON, where each of its
+    bytes takes at most two (a quote or a backslash gets escaped). The first
+    op always goes, so the outbox moves on whatever its size."""
+    total = 0
+    for i, op in enumerate(batch):
+        total += 2 * len(op.payload.encode()) + _WIRE_OP_OVERHEAD
+        if total > budget and i > 0:
+            return batch[:i]
+    return batch
+
+
 class SyncEngine:
     def __init__(
         self,
@@ -90,6 +111,7 @@ class SyncEngine:
         on_issues: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
         push_batch: int = MAX_OPS_PER_PUSH,
+        push_bytes: int = PUSH_BYTES,
         pull_limit: int = 1000,
         interval_s: float = 3.0,
         base_delay_s: float = 1.0,
@@ -102,6 +124,7 @@ class SyncEngine:
         self.on_issues = on_issues
         self.rng = rng or random.Random()
         self.push_batch = push_batch
+        self.push_bytes = push_bytes
         self.pull_limit = pull_limit
         self.interval_s = interval_s
         self.base_delay_s = base_delay_s
@@ -223,6 +246,7 @@ class SyncEngine:
             batch = await asyncio.to_thread(self.store.ops_to_push, self.push_batch)
             if not batch:
                 return
+            batch = within_bytes(batch, self.push_bytes)
             request = PushRequest(
                 device_time=self.store.clock().isoformat(timespec="milliseconds"),
                 ops=[

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from server.db import save_policy, transfers
+from local_db.store import OutboxOp
+from server.db import patients, save_policy, transfers
 from sync.client import Offline
-from sync.engine import SyncEngine
+from sync.engine import SyncEngine, within_bytes
+from sync.protocol import PushRequest, PushResponse, WireOp
 from tests.harness import PASSWORD, Central, Station, restore, work_a_restore_will_lose
 from workstation.desk import LoginFailed, RegistrationForm
 from workstation.domain.state import Policy
@@ -146,3 +148,79 @@ async def test_offline_login_gets_a_server_session_when_the_network_returns(
     assert report.pushed == 1 and station.store.outbox_stats().pending == 0
     assert station.desk.clerk is not None and station.desk.clerk.mode == "online"
     await station.close()
+
+
+def test_push_batches_are_cut_by_an_upper_bound_of_their_size() -> None:
+    def op(payload: str) -> OutboxOp:
+        return OutboxOp(
+            1,
+            "01J",
+            "register_patient",
+            payload,
+            "h",
+            "c",
+            frozenset(),
+            "t",
+            "0",
+            "pending",
+            "applied",
+            0,
+        )
+
+    quoted = '{"address":"' + '\\"' * 300 + '"}'  # every byte escaped again inside the push
+    wire = WireOp(
+        op_id="01J" * 10,
+        client_seq=1,
+        kind="register_patient",
+        payload=quoted,
+        args_hash="a" * 64,
+        clerk_id="01K" * 10,
+        at="2026-11-30T10:00:00.000+08:00",
+        hlc="9" * 40,
+    )
+    assert len(wire.model_dump_json()) <= 2 * len(quoted) + 512  # the bound holds
+    bound = 2 * len(quoted) + 512
+    batch = [op(quoted) for _ in range(5)]
+    assert within_bytes(batch, 2 * bound) == batch[:2]
+    assert within_bytes(batch, bound - 1) == batch[:1]  # one op always goes
+    assert within_bytes(batch, 10 * bound) == batch
+
+
+async def test_large_ops_are_pushed_in_several_requests_all_applied(
+    central_sqlite: Central, tmp_path: Path
+) -> None:
+    central_sqlite.clerk("cash", ["cashier"])
+    station = Station(central_sqlite, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    station.offline()
+    for i in range(5):
+        form = RegistrationForm(
+            "张三丰",
+            "M",
+            "1980-01-01",
+            "passport",
+            f"E{i:07d}",
+            "13812345678",
+            address="湖北省武汉市" + '"碧水湾"' * 10,
+        )
+        await station.desk.register_patient(form)
+    sent: list[int] = []
+    push = station.client.push
+
+    async def counted(request: PushRequest) -> PushResponse:
+        sent.append(len(request.ops))
+        assert len(request.ops) == 1 or len(request.model_dump_json()) <= station.engine.push_bytes
+        return await push(request)
+
+    station.client.push = counted  # type: ignore[method-assign]
+    pending = station.store.ops_to_push(10)
+    station.engine.push_bytes = 2 * (2 * len(pending[0].payload.encode()) + 600)
+    station.online()
+    try:
+        await station.engine.sync_once()
+        assert sum(sent) == 5 and len(sent) >= 3 and max(sent) <= 2
+        assert station.store.outbox_stats().pending == 0
+        with central_sqlite.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(patients)).scalar_one() == 5
+    finally:
+        await station.close()
