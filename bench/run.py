@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import json
 import os
 import pstats
 import random
 import shutil
 import socket
+import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -121,6 +124,29 @@ class CountingImage:
         return info
 
 
+def cpu_probe_ms() -> float:
+    """A fixed piece of CPU work of the drain's kind (Python objects, JSON,
+    SQLite statements, in memory), median of 5 runs: how fast this machine is
+    at the moment. Its speed drifts by tens of percent over a day, so drain
+    figures of two runs compare only next to this."""
+    samples = []
+    for _ in range(5):
+        started = time.perf_counter()
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
+        for i in range(20_000):
+            conn.execute("INSERT INTO t VALUES (?, ?)", (f"{i:08d}", json.dumps({"n": i})))
+        conn.close()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+CPU_PROBE_WORK = (
+    "fixed CPU work: 20,000 json.dumps + SQLite inserts into an in-memory table, median of 5 "
+    "(lower is a faster machine; this VM's speed drifts, compare drain figures next to it)"
+)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -167,6 +193,7 @@ class Bench:
         self.results.add("disk_fsync_p50_ms", percentile(samples, 50), "ms", work)
         self.results.add("disk_fsync_p99_ms", percentile(samples, 99), "ms", work)
         self.load_at_start = os.getloadavg()[0]
+        self.results.add("cpu_probe_ms", cpu_probe_ms(), "ms", CPU_PROBE_WORK)
 
     def setup_server(self) -> Path:
         phase(f"central server database ({self.n:,} patients)")
@@ -408,6 +435,7 @@ class Bench:
         phase(f"drain: push an outbox of {wanted:,} ops (in-process ASGI)")
         mix = self._make_outbox(store, actor, wanted, seed=9001)
         pending = store.outbox_stats().pending
+        self.results.add("cpu_probe_ms.before_drain", cpu_probe_ms(), "ms", CPU_PROBE_WORK)
         report = SyncReport()
         started = time.perf_counter()
         await sync._push_all(report)
