@@ -82,19 +82,29 @@ class SyncReport:
 # A push stays well under the server's body limit (413 above it) whatever its
 # ops hold, so no batch of large ops can keep the outbox from draining.
 PUSH_BYTES = MAX_BODY_BYTES // 2
-# a WireOp's fields other than the payload, with their names and quotes: at
-# most ~300 bytes (ids of 26-40 characters, a 64-character hash, a timestamp)
-_WIRE_OP_OVERHEAD = 512
+# a WireOp's field names, quotes, colons, commas, braces and its sequence number
+_WIRE_OP_FRAME = 160
+
+
+def wire_bytes_bound(op: OutboxOp) -> int:
+    """At least the length of ``op``'s JSON in a push. The payload is JSON text
+    written by the command's model (control characters already escaped), so
+    each of its bytes takes at most two inside the push (a quote or a
+    backslash is escaped again); any byte of the other fields at most six
+    (``\\u00XX``); the hash is hex."""
+    others = op.op_id + op.kind + op.clerk_id + op.at + op.hlc
+    return (
+        2 * len(op.payload.encode()) + 6 * len(others.encode()) + len(op.args_hash) + _WIRE_OP_FRAME
+    )
 
 
 def within_bytes(batch: list[OutboxOp], budget: int) -> list[OutboxOp]:
-    """The first ops of ``batch`` whose JSON stays within ``budget`` bytes, by
-    an upper bound: the payload is JSON text inside JSON, where each of its
-    bytes takes at most two (a quote or a backslash gets escaped). The first
-    op always goes, so the outbox moves on whatever its size."""
+    """The first ops of ``batch`` whose JSON stays within ``budget`` bytes
+    (by :func:`wire_bytes_bound`). The first op always goes, so the outbox
+    moves on whatever its size."""
     total = 0
     for i, op in enumerate(batch):
-        total += 2 * len(op.payload.encode()) + _WIRE_OP_OVERHEAD
+        total += wire_bytes_bound(op)
         if total > budget and i > 0:
             return batch[:i]
     return batch

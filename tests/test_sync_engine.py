@@ -14,10 +14,11 @@ from sqlalchemy import func, select
 from local_db.store import OutboxOp
 from server.db import patients, save_policy, transfers
 from sync.client import Offline
-from sync.engine import SyncEngine, within_bytes
+from sync.engine import SyncEngine, wire_bytes_bound, within_bytes
 from sync.protocol import PushRequest, PushResponse, WireOp
 from tests.harness import PASSWORD, Central, Station, restore, work_a_restore_will_lose
 from workstation.desk import LoginFailed, RegistrationForm
+from workstation.domain.commands import RegisterPatient
 from workstation.domain.state import Policy
 
 ZHANG = RegistrationForm("张三丰", "", "", "resident_id", "11010519491231002X", "13812345678")
@@ -151,39 +152,39 @@ async def test_offline_login_gets_a_server_session_when_the_network_returns(
 
 
 def test_push_batches_are_cut_by_an_upper_bound_of_their_size() -> None:
-    def op(payload: str) -> OutboxOp:
-        return OutboxOp(
-            1,
-            "01J",
-            "register_patient",
-            payload,
-            "h",
-            "c",
-            frozenset(),
-            "t",
-            "0",
-            "pending",
-            "applied",
-            0,
-        )
-
-    quoted = '{"address":"' + '\\"' * 300 + '"}'  # every byte escaped again inside the push
-    wire = WireOp(
-        op_id="01J" * 10,
-        client_seq=1,
-        kind="register_patient",
-        payload=quoted,
+    payload = RegisterPatient(
+        patient_id="01J",
+        name='张"三\\丰',
+        sex="M",
+        birth_date="1980-01-01",
+        doc_type="passport",
+        doc_no="E1234567",
+        phone="13812345678",
+        address='"碧水湾"\t' * 9,
+    ).model_dump_json()  # as the outbox holds it: quotes, backslashes, a tab escaped once
+    worst = {
+        "op_id": "\x01" * 40,
+        "kind": "register_patient",
+        "clerk_id": "丰" * 40,
+        "at": "2026-11-30T10:00:00.000+08:00",
+        "hlc": '"' * 40,
+    }
+    op = OutboxOp(
+        2**62,
+        payload=payload,
         args_hash="a" * 64,
-        clerk_id="01K" * 10,
-        at="2026-11-30T10:00:00.000+08:00",
-        hlc="9" * 40,
+        clerk_roles=frozenset(),
+        state="pending",
+        local_outcome="applied",
+        attempts=0,
+        **worst,
     )
-    assert len(wire.model_dump_json()) <= 2 * len(quoted) + 512  # the bound holds
-    bound = 2 * len(quoted) + 512
-    batch = [op(quoted) for _ in range(5)]
-    assert within_bytes(batch, 2 * bound) == batch[:2]
-    assert within_bytes(batch, bound - 1) == batch[:1]  # one op always goes
-    assert within_bytes(batch, 10 * bound) == batch
+    wire = WireOp(client_seq=op.client_seq, payload=payload, args_hash=op.args_hash, **worst)
+    assert len(wire.model_dump_json().encode()) <= wire_bytes_bound(op)
+    batch = [op] * 5
+    assert within_bytes(batch, 2 * wire_bytes_bound(op)) == batch[:2]
+    assert within_bytes(batch, wire_bytes_bound(op) - 1) == batch[:1]  # one op always goes
+    assert within_bytes(batch, 5 * wire_bytes_bound(op)) == batch
 
 
 async def test_large_ops_are_pushed_in_several_requests_all_applied(
@@ -214,7 +215,7 @@ async def test_large_ops_are_pushed_in_several_requests_all_applied(
 
     station.client.push = counted  # type: ignore[method-assign]
     pending = station.store.ops_to_push(10)
-    station.engine.push_bytes = 2 * (2 * len(pending[0].payload.encode()) + 600)
+    station.engine.push_bytes = 2 * wire_bytes_bound(pending[0]) + 100
     station.online()
     try:
         await station.engine.sync_once()
