@@ -4,13 +4,13 @@ server, a window's workstation).
 CPython's cycle collector walks every tracked object of the oldest generation
 on a full collection: after start-up that is ~275,000 objects (FastAPI,
 pydantic, SQLAlchemy and the rest), ~60-95 ms per walk on the benchmark
-machine, and applying a 10,000-op push triggered two of them. Start-up
+machine, and applying a 10,000-op push set off one or two of them. Start-up
 objects live as long as the process, so they are moved out of the
 collector's sight once start-up is done (``gc.freeze``: the permanent
 generation, which collections skip). The first generation is collected after
 20,000 net allocations instead of 700: most of a request's objects die by
 reference counting long before that. During a 10,000-op drain the collector
-ran 236 times (two of them full walks) before, and not at all after:
+ran 236 times (one or two of them full walks) before, and not at all after:
 0.1-0.2 s less per drain, measured on a saved benchmark state.
 """
 
