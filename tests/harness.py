@@ -82,6 +82,14 @@ class Station:
         self.store.close()
 
 
+async def cashier_station(central: Central, tmp_path: Path) -> Station:
+    """Station "a", enrolled, with cashier "cash" logged in and synced once."""
+    central.clerk("cash", ["cashier"])
+    station = Station(central, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    return station
+
+
 def back_up(db: Path, backup: Path) -> None:
     """The nightly backup of a SQLite central database (its log folded in)."""
     with sqlite3.connect(db) as conn:
@@ -115,9 +123,7 @@ async def work_a_restore_will_lose(tmp_path: Path, patient: RegistrationForm) ->
     are synced, which the backup does not hold."""
     db, backup = tmp_path / "central.db", tmp_path / "backup.db"
     central = Central(f"sqlite:///{db}")
-    central.clerk("cash", ["cashier"])
-    station = Station(central, tmp_path / "a", "a")
-    await station.enroll_and_login("cash")
+    station = await cashier_station(central, tmp_path)
     reg = await station.desk.register_patient(patient)
     card = await station.desk.issue_card(reg.patient_id, "50", "cash")
     await station.engine.sync_once()

@@ -23,7 +23,14 @@ from server.db import audit, start_new_epoch, transfers
 from server.snapshots import SnapshotImages
 from sync.client import ServerBusy
 from sync.protocol import DEVICE_HEADER
-from tests.harness import PASSWORD, Central, Station, restore, work_a_restore_will_lose
+from tests.harness import (
+    PASSWORD,
+    Central,
+    Station,
+    cashier_station,
+    restore,
+    work_a_restore_will_lose,
+)
 from tests.test_sync_end_to_end import ZHANG, replica_rows, server_rows
 from workstation.demo.seed import demo_rows
 from workstation.domain.numbers import Series
@@ -90,9 +97,7 @@ async def test_workstation_from_an_image_has_the_server_rows_and_finds_patients(
     central: Central, images: SnapshotImages, tmp_path: Path
 ) -> None:
     seed(central)
-    central.clerk("cash", ["cashier"])
-    station = Station(central, tmp_path / "a", "a")
-    await station.enroll_and_login("cash")
+    station = await cashier_station(central, tmp_path)
     store = station.store
 
     [(action, target, outcome)] = bootstraps(central)

@@ -16,7 +16,14 @@ from server.db import patients, save_policy, transfers
 from sync.client import Offline
 from sync.engine import SyncEngine, wire_bytes_bound, within_bytes
 from sync.protocol import PushRequest, PushResponse, WireOp
-from tests.harness import PASSWORD, Central, Station, restore, work_a_restore_will_lose
+from tests.harness import (
+    PASSWORD,
+    Central,
+    Station,
+    cashier_station,
+    restore,
+    work_a_restore_will_lose,
+)
 from workstation.desk import LoginFailed, RegistrationForm
 from workstation.domain.commands import RegisterPatient
 from workstation.domain.state import Policy
@@ -39,9 +46,7 @@ def test_backoff_is_exponential_with_full_jitter(tmp_path: Path) -> None:
 async def test_run_loop_goes_offline_and_comes_back(
     central_sqlite: Central, tmp_path: Path
 ) -> None:
-    central_sqlite.clerk("cash", ["cashier"])
-    station = Station(central_sqlite, tmp_path / "a", "a")
-    await station.enroll_and_login("cash")
+    station = await cashier_station(central_sqlite, tmp_path)
     statuses = []
     station.engine.on_status = statuses.append
     station.offline()
@@ -96,9 +101,7 @@ async def test_server_restored_from_backup_gets_lost_work_back(tmp_path: Path) -
 
 async def test_policy_comes_from_the_server(central_sqlite: Central, tmp_path: Path) -> None:
     save_policy(central_sqlite.engine, Policy(min_first_prepayment_fen=2000, offline_login_days=1))
-    central_sqlite.clerk("cash", ["cashier"])
-    station = Station(central_sqlite, tmp_path / "a", "a")
-    await station.enroll_and_login("cash")
+    station = await cashier_station(central_sqlite, tmp_path)
     assert station.desk.policy.min_first_prepayment_fen == 2000
     reg = await station.desk.register_patient(ZHANG)
     from workstation.desk import CommandRejected
@@ -136,9 +139,7 @@ async def test_unknown_clerk_cannot_log_in_offline(central_sqlite: Central, tmp_
 async def test_offline_login_gets_a_server_session_when_the_network_returns(
     central_sqlite: Central, tmp_path: Path
 ) -> None:
-    central_sqlite.clerk("cash", ["cashier"])
-    station = Station(central_sqlite, tmp_path / "a", "a")
-    await station.enroll_and_login("cash")
+    station = await cashier_station(central_sqlite, tmp_path)
     await station.desk.logout()
     station.offline()
     clerk = await station.desk.login("cash", PASSWORD)
@@ -190,9 +191,7 @@ def test_push_batches_are_cut_by_an_upper_bound_of_their_size() -> None:
 async def test_large_ops_are_pushed_in_several_requests_all_applied(
     central_sqlite: Central, tmp_path: Path
 ) -> None:
-    central_sqlite.clerk("cash", ["cashier"])
-    station = Station(central_sqlite, tmp_path / "a", "a")
-    await station.enroll_and_login("cash")
+    station = await cashier_station(central_sqlite, tmp_path)
     station.offline()
     for i in range(5):
         form = RegistrationForm(
