@@ -39,7 +39,8 @@ from sync.protocol import (
 from workstation.domain.numbers import Series
 
 from .auth import AuthError, AuthService, Device, Session
-from .db import create_schema, make_engine, utc_now
+from .checkpoint import WalCheckpointer
+from .db import create_schema, is_sqlite, make_engine, utc_now
 from .leases import NumbersExhausted, grant_block
 from .snapshots import SnapshotImages, image_chunks
 from .sync_service import SyncService
@@ -117,6 +118,8 @@ def create_app(engine: Engine | str, snapshot_dir: Path | None = None) -> FastAP
     if isinstance(engine, str):
         engine = make_engine(engine)
     create_schema(engine)
+    # SQLite: the log is copied back into the file beside the pushes, not in one
+    checkpointer = WalCheckpointer(engine) if is_sqlite(engine) else None
     auth = AuthService(engine)
     sync = SyncService(engine)
     images = SnapshotImages(engine, snapshot_dir)
@@ -130,6 +133,7 @@ def create_app(engine: Engine | str, snapshot_dir: Path | None = None) -> FastAP
     app.state.auth = auth
     app.state.sync = sync
     app.state.snapshots = images
+    app.state.checkpointer = checkpointer
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(AuthError)
