@@ -159,11 +159,11 @@ class RegisterPatientScreen(FormScreen):
                     )
                 with Vertical():
                     yield Label(self.t("form.doc_no"))
-                    yield DeskInput(self.prefill_doc_no, id="doc_no", max_length=40)
+                    yield DeskInput(self.prefill_doc_no, id="doc_no", max_length=40, advance=True)
             with Horizontal(classes="row"):
                 with Vertical():
                     yield Label(self.t("form.name"))
-                    yield DeskInput(self.prefill_name, id="name", max_length=60)
+                    yield DeskInput(self.prefill_name, id="name", max_length=60, advance=True)
                 with Vertical():
                     yield Label(self.t("form.sex"))
                     yield Select(
@@ -175,12 +175,14 @@ class RegisterPatientScreen(FormScreen):
             with Horizontal(classes="row"):
                 with Vertical():
                     yield Label(self.t("form.birth_date"))
-                    yield DeskInput(id="birth_date", max_length=20, placeholder="1980-05-17")
+                    yield DeskInput(
+                        id="birth_date", max_length=20, placeholder="1980-05-17", advance=True
+                    )
                 with Vertical():
                     yield Label(self.t("form.phone"))
-                    yield DeskInput(id="phone", max_length=30)
+                    yield DeskInput(id="phone", max_length=30, advance=True)
             yield Label(self.t("form.address"))
-            yield DeskInput(id="address", max_length=200)
+            yield DeskInput(id="address", max_length=200, advance=True)
             yield Static(self.t("form.hint"), classes="hint")
             yield Static("", classes="error", id="form-error")
         yield Footer()
@@ -201,10 +203,6 @@ class RegisterPatientScreen(FormScreen):
         if derived is not None:
             self.query_one("#birth_date", Input).value = derived[0]
             self.query_one("#sex", Select).value = derived[1]
-
-    @on(Input.Submitted)
-    def _next(self) -> None:
-        self.focus_next()
 
     async def submit(self) -> Done | None:
         form = RegistrationForm(
@@ -288,7 +286,7 @@ class TopUpScreen(FormScreen):
             )
             yield Static(self.t("form.topup.balance", balance=format_yuan(self.view.balance_fen)))
             yield Label(self.t("form.topup.card"))
-            yield DeskInput(self.card_no, id="card_no", max_length=40)
+            yield DeskInput(self.card_no, id="card_no", max_length=40, advance=True)
             yield Label(self.t("form.topup.amount"))
             yield DeskInput(id="amount", max_length=20)
             yield Label(self.t("form.method"))
@@ -299,10 +297,6 @@ class TopUpScreen(FormScreen):
 
     def on_mount(self) -> None:
         self.query_one("#amount" if self.card_no else "#card_no", Input).focus()
-
-    @on(Input.Submitted, "#card_no")
-    def _card_entered(self) -> None:
-        self.query_one("#amount", Input).focus()
 
     @on(Input.Submitted, "#amount")
     def _amount_entered(self) -> None:

@@ -42,7 +42,7 @@ class LoginScreen(DeskScreen[None]):
             yield Label(self.t("app.title"), classes="title", id="app-title")
             yield Static(self.desk.settings.hospital_name, classes="hint", id="hospital")
             yield Label(self.t("login.username"), id="username-label")
-            yield DeskInput(id="username", max_length=64)
+            yield DeskInput(id="username", max_length=64, advance=True)
             yield Label(self.t("login.password"), id="password-label")
             yield DeskInput(id="password", password=True, max_length=256)
             yield Static(self.t("login.hint"), classes="hint", id="login-hint")
@@ -72,10 +72,6 @@ class LoginScreen(DeskScreen[None]):
         self.query_one("#login-error", Static).update("")
         if self.demo is not None:
             self.query_one("#demo-text", Static).update(self._demo_text())
-
-    @on(Input.Submitted, "#username")
-    def _next_field(self) -> None:
-        self.query_one("#password", Input).focus()
 
     @on(Input.Submitted, "#password")
     def _submit(self) -> None:

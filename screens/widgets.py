@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from rich.text import Text
 from textual.widgets import Input, Static
@@ -13,7 +14,13 @@ from workstation.i18n import I18n
 
 
 class DeskInput(Input):
-    """An input whose cursor stops blinking when the app says so (snapshot tests)."""
+    """An input whose cursor stops blinking when the app says so (snapshot
+    tests). With ``advance=True``, Enter moves on to the next field
+    (``WindowApp.action_advance``) instead of submitting."""
+
+    def __init__(self, *args: Any, advance: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.advance = advance
 
     def on_mount(self) -> None:
         if not getattr(self.app, "cursor_blink", True):

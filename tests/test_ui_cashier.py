@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.pilot import Pilot
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 import screens.cashier
 from screens.cashier import CashierScreen
@@ -373,3 +374,43 @@ async def test_demo_accounts_and_secrets_store_follow_the_language(station: Stat
         text = screen_text(app, "#demo-text")
         assert "cashier, supervisor" in text
         assert "Device token kept in: file /x/secrets.json" in text
+
+
+def type_ahead(app: WindowApp, text: str) -> None:
+    """Keys as the terminal delivers them when they come faster than the app
+    handles them (a clerk typing ahead while the app is busy, a reader that
+    types): all queued before the first is handled."""
+    named = {"\t": "tab", "\r": "enter"}
+    for char in text:
+        app.post_message(events.Key(named.get(char, char), char))
+
+
+@pytest.mark.parametrize("next_field", ["\t", "\r"], ids=["tab", "enter"])
+async def test_keys_typed_ahead_land_in_the_field_they_were_typed_for(
+    station: Station, next_field: str
+) -> None:
+    app = app_for(station, "zh")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen), "login screen")
+        type_ahead(app, f"cashier{next_field}{PASSWORD}\r")
+        await until(pilot, lambda: isinstance(app.screen, HomeScreen), "home screen")
+        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
+        await pilot.press("f2")
+        await until(
+            pilot, lambda: isinstance(app.screen, RegisterPatientScreen), "registration form"
+        )
+        # ID number, name, (sex, birth date filled from the ID), phone, address
+        type_ahead(app, f"{ID_NO}{next_field}张三丰\t\t\t13812345678{next_field}北京市海淀区")
+        form = app.screen
+
+        def value(field: str) -> str:
+            return str(form.query_one(f"#{field}", Input).value)
+
+        await until(pilot, lambda: value("address") == "北京市海淀区", "typed ahead")
+        assert (value("doc_no"), value("name"), value("phone")) == (
+            ID_NO,
+            "张三丰",
+            "13812345678",
+        )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
+from textual.actions import SkipAction
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
@@ -26,7 +27,7 @@ from screens.cashier import CashierScreen
 from screens.home import HomeScreen
 from screens.login import DemoInfo, LoginScreen
 from screens.sync_issues import SyncIssuesScreen
-from screens.widgets import StatusBar
+from screens.widgets import DeskInput, StatusBar
 from workstation.desk import Desk
 from workstation.heap import settle_heap
 from workstation.i18n import I18n
@@ -46,6 +47,15 @@ class WindowApp(App[None]):
         Binding("f9", "toggle_language", "key.language", id="language"),
         Binding("f12", "toggle_network", "key.network", id="network"),
         Binding("ctrl+q", "quit", "key.quit", id="quit", show=False, priority=True),
+        # Keys typed ahead (a clerk who knows the form, while the app is busy; a
+        # reader that types) are queued to the focused field one by one. Had
+        # the field itself moved the focus on its Tab or Enter, the keys already
+        # queued behind it would land in it, not in the next field. Bound here,
+        # ahead of the field, the focus moves while the keys are dispatched, in
+        # the order they were typed.
+        Binding("tab", "focus_next", show=False, priority=True),
+        Binding("shift+tab", "focus_previous", show=False, priority=True),
+        Binding("enter", "advance", show=False, priority=True),
     ]
 
     def __init__(
@@ -149,7 +159,18 @@ class WindowApp(App[None]):
             return self.demo is not None and self.desk.network is not None
         if action == "sync_issues":
             return self.desk.clerk is not None and not isinstance(self.screen, SyncIssuesScreen)
+        if action == "advance":  # otherwise Enter is the screen's or the field's
+            return self._advancing_field() is not None
         return True
+
+    def _advancing_field(self) -> DeskInput | None:
+        focused = self.focused
+        return focused if isinstance(focused, DeskInput) and focused.advance else None
+
+    def action_advance(self) -> None:
+        if self._advancing_field() is None:
+            raise SkipAction()
+        self.screen.focus_next()
 
     def action_sync_issues(self) -> None:
         if self.desk.clerk is not None and not isinstance(self.screen, SyncIssuesScreen):
