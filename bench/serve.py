@@ -20,11 +20,20 @@ def main() -> None:
     parser.add_argument("--db", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    app = create_app(make_engine(f"sqlite:///{args.db}"))
+    engine = make_engine(f"sqlite:///{args.db}")
+    app = create_app(engine)
     settle_heap()  # as `workstation server` does
-    uvicorn.run(
-        app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan="off"
-    )
+    try:
+        uvicorn.run(
+            app,
+            host="127.0.0.1",
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

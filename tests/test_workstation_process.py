@@ -124,3 +124,40 @@ def _kill_holder(data_dir: Path) -> None:
             return
     except AlreadyRunning as running:
         os.kill(int(running.pid), signal.SIGKILL)
+
+
+def test_the_server_stops_cleanly_and_folds_its_log_into_the_file(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    db = tmp_path / "central.db"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workstation.cli", "server", "--db", f"sqlite:///{db}"]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                assert server.poll() is None, "the server did not start"
+                assert time.monotonic() < deadline, "the server did not answer"
+                time.sleep(0.2)
+        assert Path(f"{db}-wal").exists()  # the schema and counters were written
+        server.send_signal(signal.SIGINT)  # what Ctrl+C or a service manager's stop sends
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    # every connection was closed: the last one folded the log into the file
+    assert not Path(f"{db}-wal").exists()

@@ -130,7 +130,12 @@ def _serve(db: str, host: str, port: int, snapshot_dir: Path | None) -> None:
     logging.basicConfig(level=logging.INFO)
     app = create_app(db, snapshot_dir=snapshot_dir)
     settle_heap()
-    uvicorn.run(app, host=host, port=port)
+    try:
+        uvicorn.run(app, host=host, port=port)
+    finally:
+        # after a graceful stop: no checkpoint is cut short, and the last
+        # connection to close folds the log into the database file
+        app.state.engine.dispose()
 
 
 def _admin(args: argparse.Namespace) -> None:

@@ -146,3 +146,4 @@ def run_demo(
     finally:
         store.close()
         server.stop()
+        engine.dispose()  # stops the log checkpointer; the last connection folds the log in
