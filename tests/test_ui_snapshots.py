@@ -8,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from local_db.store import LocalStore, ServerResult
 from screens.cashier import CashierScreen
@@ -165,6 +167,29 @@ def app_for(desk: Desk, language: str):
     )
 
 
+async def _tables_settled(pilot: Pilot) -> None:
+    """A DataTable sizes its columns to their cells when it is next idle, after
+    the rows came: wait for that (a busy machine gets there later), then for
+    the repaint."""
+
+    def settled(table: DataTable) -> bool:
+        if table.row_count == 0:
+            return True
+        first = [cell_len(str(cell)) for cell in table.get_row_at(0)]
+        return all(
+            column.content_width >= width
+            for column, width in zip(table.ordered_columns, first, strict=True)
+        )
+
+    for _ in range(200):
+        if all(settled(table) for table in pilot.app.screen.query(DataTable)):
+            break
+        await pilot.pause(0.02)
+    else:
+        raise AssertionError("the tables did not size their columns")
+    await pilot.pause()
+
+
 async def _open_cashier_with_search(pilot: Pilot) -> None:
     app = pilot.app
     await app.push_screen(CashierScreen())
@@ -175,6 +200,7 @@ async def _open_cashier_with_search(pilot: Pilot) -> None:
         if isinstance(screen, CashierScreen) and screen.view is not None and len(screen._hits) == 2:
             break
         await pilot.pause(0.02)
+    await _tables_settled(pilot)
     app.refresh_status()
     await pilot.pause()
 
@@ -187,6 +213,7 @@ async def _open_issues(pilot: Pilot) -> None:
         if isinstance(screen, SyncIssuesScreen) and screen.issues:
             break
         await pilot.pause(0.02)
+    await _tables_settled(pilot)
     app.refresh_status()
     await pilot.pause()
 
