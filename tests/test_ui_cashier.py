@@ -86,6 +86,16 @@ async def log_in(pilot: Pilot, app: WindowApp) -> None:
     await until(pilot, lambda: isinstance(app.screen, HomeScreen), "home screen")
 
 
+async def open_registration_form(pilot: Pilot, app: WindowApp, station: Station) -> None:
+    """From the home screen, once the replica is bootstrapped: F2 the cashier
+    desk, F2 the registration form."""
+    await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+    await pilot.press("f2")
+    await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
+    await pilot.press("f2")
+    await until(pilot, lambda: isinstance(app.screen, RegisterPatientScreen), "registration form")
+
+
 @pytest.mark.parametrize(
     ("language", "registered", "card_issued", "refused_amount"),
     [
@@ -99,15 +109,8 @@ async def test_cashier_first_job_by_keys(
     app = app_for(station, language)
     async with app.run_test(size=(140, 45)) as pilot:
         await log_in(pilot, app)
-        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
-        await pilot.press("f2")
-        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
-
-        # register: F2, the ID number fills birth date and sex
-        await pilot.press("f2")
-        await until(
-            pilot, lambda: isinstance(app.screen, RegisterPatientScreen), "registration form"
-        )
+        # register: F2 twice, the ID number fills birth date and sex
+        await open_registration_form(pilot, app, station)
         await type_text(pilot, ID_NO)
         await pilot.press("enter")  # next field
         await type_text(pilot, "张三丰")
@@ -394,13 +397,7 @@ async def test_keys_typed_ahead_land_in_the_field_they_were_typed_for(
         await until(pilot, lambda: isinstance(app.screen, LoginScreen), "login screen")
         type_ahead(app, f"cashier{next_field}{PASSWORD}\r")
         await until(pilot, lambda: isinstance(app.screen, HomeScreen), "home screen")
-        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
-        await pilot.press("f2")
-        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
-        await pilot.press("f2")
-        await until(
-            pilot, lambda: isinstance(app.screen, RegisterPatientScreen), "registration form"
-        )
+        await open_registration_form(pilot, app, station)
         # ID number, name, (sex, birth date filled from the ID), phone, address
         type_ahead(app, f"{ID_NO}{next_field}张三丰\t\t\t13812345678{next_field}北京市海淀区")
         form = app.screen
