@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from domain.numbers import Series
+from domain.state import Actor
 from local_db.store import LocalStore
 from server.app import create_app
 from server.checkpoint import QUIET_S, WalCheckpointer
@@ -31,8 +33,6 @@ from sync.client import SyncClient
 from sync.engine import SyncEngine, SyncReport
 from sync.protocol import SnapshotImageInfo
 from workstation.desk import Desk, DeskSettings, enroll_workstation
-from workstation.domain.numbers import Series
-from workstation.domain.state import Actor
 from workstation.heap import settle_heap
 
 from .central import BENCH_PASSWORD, BENCH_USER, DATA_DIR, ensure_central, working_copy

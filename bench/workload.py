@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 
 from ulid import ULID
 
+from domain.commands import IssueCard, Prepayment, RegisterPatient, TopUp
+from domain.money import PaymentMethod
+from domain.numbers import Series
+from domain.state import Actor
 from local_db.pinyin import readings
 from local_db.store import CommandRejected, LocalStore
 from sync.client import SyncClient
 from workstation.demo.people import Person, generate_people
-from workstation.domain.commands import IssueCard, Prepayment, RegisterPatient, TopUp
-from workstation.domain.money import PaymentMethod
-from workstation.domain.numbers import Series
-from workstation.domain.state import Actor
 
 METHODS = [m.value for m in PaymentMethod]
 TOP_UP_AMOUNTS_FEN = (5_000, 10_000, 20_000, 30_000, 50_000, 100_000, 200_000)

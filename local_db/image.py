@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from workstation.domain.rows import ROWS_BY_TABLE, Row, columns_of
+from domain.rows import ROWS_BY_TABLE, Row, columns_of
 
 from .pinyin import name_terms
 from .schema import migrate, migrations

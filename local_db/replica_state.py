@@ -1,4 +1,4 @@
-"""The replica's side of :class:`workstation.domain.state.DeskState`: what the
+"""The replica's side of :class:`domain.state.DeskState`: what the
 rules read, answered from the local SQLite view (confirmed + pending)."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from workstation.domain.cards import CardStatus
-from workstation.domain.numbers import Series
-from workstation.domain.rows import CardRow, PatientRow, columns_of
-from workstation.domain.state import Policy
+from domain.cards import CardStatus
+from domain.numbers import Series
+from domain.rows import CardRow, PatientRow, columns_of
+from domain.state import Policy
 
 _PATIENT_COLS = ", ".join(name for name, _ in columns_of(PatientRow))
 _CARD_COLS = ", ".join(name for name, _ in columns_of(CardRow))

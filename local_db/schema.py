@@ -17,7 +17,7 @@ import sqlite3
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from workstation.domain.rows import ROW_TYPES, Row, columns_of
+from domain.rows import ROW_TYPES, Row, columns_of
 
 from .pinyin import name_terms
 

@@ -16,7 +16,7 @@ import sqlite3
 import unicodedata
 from dataclasses import dataclass
 
-from workstation.domain.numbers import is_card_no
+from domain.numbers import is_card_no
 
 _FTS_SAFE = re.compile(r"[^0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _HIT_COLS = (

@@ -31,14 +31,14 @@ from typing import Any
 from sqlite_utils import Database
 from ulid import ULID
 
-from workstation.domain.commands import Command, Decision, decide, parse_command
-from workstation.domain.errors import DomainError, Rejection
-from workstation.domain.hlc import HybridClock
-from workstation.domain.json_text import to_json
-from workstation.domain.ledger import deposit_account
-from workstation.domain.numbers import SERIES_NAMES, Series, number_for
-from workstation.domain.rows import ROW_TYPES, CardRow, PatientRow, Row, TransferRow, columns_of
-from workstation.domain.state import Actor, OpContext, Policy
+from domain.commands import Command, Decision, decide, parse_command
+from domain.errors import DomainError, Rejection
+from domain.hlc import HybridClock
+from domain.json_text import to_json
+from domain.ledger import deposit_account
+from domain.numbers import SERIES_NAMES, Series, number_for
+from domain.rows import ROW_TYPES, CardRow, PatientRow, Row, TransferRow, columns_of
+from domain.state import Actor, OpContext, Policy
 
 from .image import IMAGE_KEYS, SCHEMA_ID, fsync_directory, image_info
 from .replica_state import ReplicaState

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from textual.binding import ActiveBinding
 from textual.screen import ModalScreen, Screen
 
-from workstation.domain.errors import DomainError
+from domain.errors import DomainError
 from workstation.i18n import I18n
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.widgets.data_table import ColumnKey
 
+from domain.errors import DomainError
 from workstation.desk import Done, PatientHit, PatientView
-from workstation.domain.errors import DomainError
 from workstation.scan import BurstDetector, Scan, classify
 
 from .base import DeskScreen

@@ -14,11 +14,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Input, Label, Select, Static
 
+from domain.errors import DomainError
+from domain.identity import DocumentType
+from domain.money import PaymentMethod, format_yuan
+from domain.patients import SEXES
 from workstation.desk import CommandRejected, Done, PatientView, RegistrationForm
-from workstation.domain.errors import DomainError
-from workstation.domain.identity import DocumentType
-from workstation.domain.money import PaymentMethod, format_yuan
-from workstation.domain.patients import SEXES
 from workstation.receipts import Receipt
 
 from .base import DeskModal

@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
-from workstation.domain.errors import Rejection
-from workstation.domain.money import format_yuan
+from domain.errors import Rejection
+from domain.money import format_yuan
 
 from .base import DeskScreen
 from .widgets import DeskInput, StatusBar

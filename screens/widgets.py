@@ -8,8 +8,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Input, Static
 
+from domain.money import format_yuan
 from workstation.desk import ClerkSession, DeskStatus, PatientView
-from workstation.domain.money import format_yuan
 from workstation.i18n import I18n
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from domain.numbers import Series
 from local_db.image import SCHEMA_ID
 from sync.protocol import (
     DEVICE_HEADER,
@@ -36,7 +37,6 @@ from sync.protocol import (
     PushResponse,
     SnapshotImageInfo,
 )
-from workstation.domain.numbers import Series
 
 from .auth import AuthError, AuthService, Device, Session
 from .checkpoint import WalCheckpointer

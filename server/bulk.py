@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Engine, insert, select, update
 
-from workstation.domain.rows import Row
+from domain.rows import Row
 
 from .db import CHANGE_SEQ, REPLICATED, change_log, counters, is_sqlite, writer
 

@@ -32,9 +32,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from workstation.domain.numbers import SERIES_START, Series
-from workstation.domain.rows import ROW_TYPES, Row, columns_of
-from workstation.domain.state import Policy
+from domain.numbers import SERIES_START, Series
+from domain.rows import ROW_TYPES, Row, columns_of
+from domain.state import Policy
 
 metadata = MetaData()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, insert, select, update
 from ulid import ULID
 
-from workstation.domain.numbers import SERIES_END, Series
+from domain.numbers import SERIES_END, Series
 
 from .db import counters, number_blocks, utc_now, writer
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from workstation.domain.rows import Row, columns_of
+from domain.rows import Row, columns_of
 
 
 class RawSql:

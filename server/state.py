@@ -1,13 +1,13 @@
-"""The server's side of :class:`workstation.domain.state.DeskState`: the same
+"""The server's side of :class:`domain.state.DeskState`: the same
 questions the replica answers, asked of the authoritative store inside the
 transaction that applies the operation (plain SQL: this is the push hot path)."""
 
 from __future__ import annotations
 
-from workstation.domain.cards import CardStatus
-from workstation.domain.numbers import Series
-from workstation.domain.rows import CardRow, PatientRow, columns_of
-from workstation.domain.state import Policy
+from domain.cards import CardStatus
+from domain.numbers import Series
+from domain.rows import CardRow, PatientRow, columns_of
+from domain.state import Policy
 
 from .raw import RawSql
 

@@ -22,6 +22,11 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, select, update
 from sqlalchemy.engine import Connection
 
+from domain.commands import decide, parse_command
+from domain.errors import DomainError, Rejection
+from domain.json_text import to_json
+from domain.rows import ROW_TYPES, Row
+from domain.state import Actor, OpContext
 from sync.protocol import (
     Change,
     OpResult,
@@ -31,11 +36,6 @@ from sync.protocol import (
     SnapshotHeader,
     WireOp,
 )
-from workstation.domain.commands import decide, parse_command
-from workstation.domain.errors import DomainError, Rejection
-from workstation.domain.json_text import to_json
-from workstation.domain.rows import ROW_TYPES, Row
-from workstation.domain.state import Actor, OpContext
 
 from .db import (
     CHANGE_SEQ,

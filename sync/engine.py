@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from domain.numbers import Series
 from local_db.image import SCHEMA_ID
 from local_db.store import LocalStore, OutboxOp, ServerResult
-from workstation.domain.numbers import Series
 
 from .client import Offline, Refused, SyncClient, SyncError, Unauthorised
 from .protocol import MAX_BODY_BYTES, MAX_OPS_PER_PUSH, PULL_LIMIT_MAX, PushRequest, WireOp

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from domain.numbers import Series
 from local_db.image import SCHEMA_ID, build_image
 from local_db.pinyin import readings
 from local_db.store import LocalStore
@@ -33,7 +34,6 @@ from tests.harness import (
 )
 from tests.test_sync_end_to_end import ZHANG, replica_rows, server_rows
 from workstation.demo.seed import demo_rows
-from workstation.domain.numbers import Series
 
 IMAGE_PATH = "/sync/snapshot/image"
 

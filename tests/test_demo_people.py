@@ -9,9 +9,9 @@ from datetime import date
 
 import pytest
 
+from domain.identity import check_char, parse_national_id
 from workstation.demo import people
 from workstation.demo.people import Person, generate_people
-from workstation.domain.identity import check_char, parse_national_id
 
 TODAY = date(2026, 1, 1)
 COUNT = 20_000

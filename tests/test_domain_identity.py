@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from workstation.domain.errors import DomainError
-from workstation.domain.identity import (
+from domain.errors import DomainError
+from domain.identity import (
     DocumentType,
     check_char,
     normalise_document_number,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from workstation.domain.errors import DomainError
-from workstation.domain.money import (
+from domain.errors import DomainError
+from domain.money import (
     MAX_AMOUNT_FEN,
     PaymentMethod,
     check_amount,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from workstation.domain.cards import CardStatus
-from workstation.domain.commands import (
+from domain.cards import CardStatus
+from domain.commands import (
     CancelCard,
     Decision,
     IssueCard,
@@ -18,9 +18,9 @@ from workstation.domain.commands import (
     decide,
     parse_command,
 )
-from workstation.domain.errors import DomainError, Rejection
-from workstation.domain.identity import check_char
-from workstation.domain.numbers import (
+from domain.errors import DomainError, Rejection
+from domain.identity import check_char
+from domain.numbers import (
     Series,
     card_no_for,
     card_sequence,
@@ -31,8 +31,8 @@ from workstation.domain.numbers import (
     receipt_no_for,
     receipt_sequence,
 )
-from workstation.domain.rows import CardRow, PatientAliasRow, PatientRow, TransferRow
-from workstation.domain.state import Actor, OpContext, Policy
+from domain.rows import CardRow, PatientAliasRow, PatientRow, TransferRow
+from domain.state import Actor, OpContext, Policy
 
 DEVICE = "dev-1"
 OTHER_DEVICE = "dev-2"

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from ulid import ULID
 
+from domain.commands import Command, IssueCard, Prepayment, RegisterPatient, TopUp
+from domain.errors import DomainError
+from domain.identity import check_char
+from domain.numbers import Series, card_no_for
+from domain.rows import ROW_TYPES
+from domain.state import Actor
 from local_db.pinyin import name_terms, readings
 from local_db.schema import schema_version
 from local_db.store import CommandRejected, Executed, LocalStore, ServerResult
-from workstation.domain.commands import Command, IssueCard, Prepayment, RegisterPatient, TopUp
-from workstation.domain.errors import DomainError
-from workstation.domain.identity import check_char
-from workstation.domain.numbers import Series, card_no_for
-from workstation.domain.rows import ROW_TYPES
-from workstation.domain.state import Actor
 
 DEVICE = "dev-1"
 CASHIER = Actor("clerk-1", frozenset({"cashier"}), DEVICE)

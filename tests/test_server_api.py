@@ -18,6 +18,15 @@ from argon2 import PasswordHasher
 from sqlalchemy import Engine, func, inspect, select
 from ulid import ULID
 
+from domain.commands import (
+    CancelCard,
+    Command,
+    IssueCard,
+    Prepayment,
+    RegisterPatient,
+    TopUp,
+)
+from domain.numbers import card_no_for, receipt_no_for
 from server import auth as server_auth
 from server.app import create_app
 from server.db import (
@@ -30,15 +39,6 @@ from server.db import (
 )
 from sync.protocol import DEVICE_HEADER, MAX_BODY_BYTES, MAX_OPS_PER_PUSH, PULL_LIMIT_MAX
 from sync.snapshot import read_snapshot
-from workstation.domain.commands import (
-    CancelCard,
-    Command,
-    IssueCard,
-    Prepayment,
-    RegisterPatient,
-    TopUp,
-)
-from workstation.domain.numbers import card_no_for, receipt_no_for
 
 PASSWORD = "secret-123"
 GB_EXAMPLE = "11010519491231002X"  # female, 1949-12-31

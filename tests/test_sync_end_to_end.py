@@ -10,12 +10,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from domain.rows import ROW_TYPES
 from local_db.store import LocalStore
 from server.db import REPLICATED, ops, transfers
 from sync.client import Offline
 from tests.harness import Central, Station
 from workstation.desk import RegistrationForm
-from workstation.domain.rows import ROW_TYPES
 
 ZHANG = RegistrationForm(
     name="张三丰",

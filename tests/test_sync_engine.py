@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from domain.commands import RegisterPatient
+from domain.state import Policy
 from local_db.store import OutboxOp
 from server.db import patients, save_policy, transfers
 from sync.client import Offline
@@ -25,8 +27,6 @@ from tests.harness import (
     work_a_restore_will_lose,
 )
 from workstation.desk import LoginFailed, RegistrationForm
-from workstation.domain.commands import RegisterPatient
-from workstation.domain.state import Policy
 
 ZHANG = RegistrationForm("张三丰", "", "", "resident_id", "11010519491231002X", "13812345678")
 

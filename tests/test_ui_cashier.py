@@ -13,6 +13,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 import screens.cashier
+from domain.numbers import Series
 from screens.cashier import CashierScreen
 from screens.forms import (
     ConfirmScreen,
@@ -26,7 +27,6 @@ from screens.login import DemoInfo, LoginScreen
 from screens.sync_issues import SyncIssuesScreen
 from tests.harness import PASSWORD, Central, Station
 from workstation.app import WindowApp, make_app
-from workstation.domain.numbers import Series
 
 ID_NO = "11010519491231002X"
 

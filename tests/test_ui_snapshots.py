@@ -12,6 +12,11 @@ from rich.cells import cell_len
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
+from domain.commands import TopUp
+from domain.ledger import deposit_account, intake_account
+from domain.numbers import Series
+from domain.rows import CardRow, PatientRow, TransferRow
+from domain.state import Actor
 from local_db.store import LocalStore, ServerResult
 from screens.cashier import CashierScreen
 from screens.sync_issues import SyncIssuesScreen
@@ -20,11 +25,6 @@ from sync.engine import SyncStatus
 from sync.transports import SwitchableTransport
 from workstation.app import make_app
 from workstation.desk import ClerkSession, Desk, DeskSettings
-from workstation.domain.commands import TopUp
-from workstation.domain.ledger import deposit_account, intake_account
-from workstation.domain.numbers import Series
-from workstation.domain.rows import CardRow, PatientRow, TransferRow
-from workstation.domain.state import Actor
 
 BEIJING = timezone(timedelta(hours=8))
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=BEIJING)

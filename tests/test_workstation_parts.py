@@ -16,7 +16,7 @@ import screens.home
 import screens.login
 import screens.sync_issues
 import workstation.app
-from workstation.domain.errors import MESSAGES
+from domain.errors import MESSAGES
 from workstation.i18n import CATALOG, I18n, default_language
 from workstation.receipts import Receipt
 from workstation.scan import BurstDetector, classify
@@ -95,7 +95,7 @@ def test_every_catalogue_key_used_by_screens_exists() -> None:
 
 def test_every_rejection_code_raised_has_a_message() -> None:
     codes: set[str] = set()
-    for path in ROOT.joinpath("workstation", "domain").glob("*.py"):
+    for path in ROOT.joinpath("domain").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in (
                 "DomainError",

@@ -141,6 +141,7 @@ def _serve(db: str, host: str, port: int, snapshot_dir: Path | None) -> None:
 def _admin(args: argparse.Namespace) -> None:
     from sqlalchemy import select
 
+    from domain.state import Policy
     from server.auth import AuthService
     from server.db import (
         clerks,
@@ -150,7 +151,6 @@ def _admin(args: argparse.Namespace) -> None:
         save_policy,
         start_new_epoch,
     )
-    from workstation.domain.state import Policy
 
     engine = make_engine(args.db)
     create_schema(engine)

@@ -19,6 +19,12 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from ulid import ULID
 
+from domain.commands import CancelCard, IssueCard, Prepayment, RegisterPatient, TopUp
+from domain.errors import DomainError, Rejection
+from domain.identity import DocumentType, parse_national_id
+from domain.money import parse_amount, parse_payment_method
+from domain.numbers import Series, parse_card_no
+from domain.state import Actor, Policy
 from local_db.search import PatientHit
 from local_db.store import (
     ACKED,
@@ -33,12 +39,6 @@ from local_db.store import CommandRejected as CommandRejected  # what the screen
 from sync.client import Offline, Refused, ServerBusy, SyncClient, SyncError, Unauthorised
 from sync.engine import SyncEngine, SyncStatus
 from sync.transports import SwitchableTransport
-from workstation.domain.commands import CancelCard, IssueCard, Prepayment, RegisterPatient, TopUp
-from workstation.domain.errors import DomainError, Rejection
-from workstation.domain.identity import DocumentType, parse_national_id
-from workstation.domain.money import parse_amount, parse_payment_method
-from workstation.domain.numbers import Series, parse_card_no
-from workstation.domain.state import Actor, Policy
 from workstation.receipts import Receipt
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Every string a screen shows comes from CATALOG by key. The default comes from
 the locale (zh_* gives Chinese, anything else English) and the clerk can switch
 at any moment (F9). Rule messages (rejections) carry both languages themselves
-(workstation.domain.errors).
+(domain.errors).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import locale
 import os
 from collections.abc import Callable
 
-from workstation.domain.cards import CardStatus
-from workstation.domain.commands import COMMANDS, ROLE_NAMES
-from workstation.domain.errors import Rejection
-from workstation.domain.identity import DOCUMENT_NAMES, DocumentType
-from workstation.domain.ledger import TransferKind
-from workstation.domain.money import PAYMENT_METHOD_NAMES, PaymentMethod
-from workstation.domain.patients import SEX_NAMES
+from domain.cards import CardStatus
+from domain.commands import COMMANDS, ROLE_NAMES
+from domain.errors import Rejection
+from domain.identity import DOCUMENT_NAMES, DocumentType
+from domain.ledger import TransferKind
+from domain.money import PAYMENT_METHOD_NAMES, PaymentMethod
+from domain.patients import SEX_NAMES
 
 LANGUAGES = ("zh", "en")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workstation.domain.money import PAYMENT_METHOD_NAMES, PaymentMethod, format_yuan
+from domain.money import PAYMENT_METHOD_NAMES, PaymentMethod, format_yuan
 
 _DIGITS = "零壹贰叁肆伍陆柒捌玖"
 _UNITS = ["", "拾", "佰", "仟"]

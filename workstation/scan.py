@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workstation.domain.errors import DomainError
-from workstation.domain.identity import parse_national_id
-from workstation.domain.numbers import is_card_no
+from domain.errors import DomainError
+from domain.identity import parse_national_id
+from domain.numbers import is_card_no
 
 BURST_MAX_GAP_S = 0.035  # readers send a character every few milliseconds
 BURST_MIN_CHARS = 8

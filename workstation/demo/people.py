@@ -33,7 +33,7 @@ from itertools import compress, repeat
 from operator import add, and_, gt, mod, mul, rshift
 from typing import Any, NamedTuple
 
-from workstation.domain.identity import check_char
+from domain.identity import check_char
 
 __all__ = ["REFERENCE_DATE", "Person", "generate_people"]
 

@@ -17,15 +17,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, insert
 from ulid import ULID
 
+from domain.cards import CardStatus
+from domain.ledger import TransferKind, deposit_account, intake_account
+from domain.money import PaymentMethod
+from domain.numbers import Series, card_no_for, receipt_no_for
+from domain.rows import CardRow, PatientRow, Row, TransferRow
 from server.auth import AuthService, token_hash
 from server.bulk import bulk_load
 from server.db import devices, utc_now, writer
 from server.leases import grant_block
-from workstation.domain.cards import CardStatus
-from workstation.domain.ledger import TransferKind, deposit_account, intake_account
-from workstation.domain.money import PaymentMethod
-from workstation.domain.numbers import Series, card_no_for, receipt_no_for
-from workstation.domain.rows import CardRow, PatientRow, Row, TransferRow
 
 from .people import generate_people
 
