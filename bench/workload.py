@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 
 from ulid import ULID
 
-from domain.commands import IssueCard, Prepayment, RegisterPatient, TopUp
+from domain.cashier.issue_card import IssueCard, Prepayment
+from domain.cashier.top_up import TopUp
 from domain.money import PaymentMethod
 from domain.numbers import Series
+from domain.patients.register import RegisterPatient
 from domain.state import Actor
 from local_db.pinyin import readings
 from local_db.store import CommandRejected, LocalStore

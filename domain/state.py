@@ -1,17 +1,23 @@
 """What a rule may read, and the context a command runs in.
 
-Two storage adapters implement :class:`DeskState`: the workstation replica
-(``local_db``) and the central store (``server``). ``decide()`` sees nothing
-else, so it gives the same answer on both sides for the same state.
+:class:`DeskState` is deliberately small and generic: rows by key, the first
+row matching some columns, whether one exists, a sum over a column, whether a
+lease covers a value, and the policy. Rules build everything else from these
+(``domain.patients.get_patient``, ``domain.ledger.balance``...), so a new
+command never needs a new storage method. Three implementations answer the
+same questions the same way, held to it by one contract test: the workstation
+replica (``local_db``), the central store (``server``) and the tests' fake.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from .numbers import Series
-from .rows import CardRow, PatientRow
+from .rows import Row
+
+Value = str | int | None
+R = TypeVar("R", bound=Row)
 
 
 @dataclass(frozen=True)
@@ -55,30 +61,28 @@ class OpContext:
 
 
 class DeskState(Protocol):
-    def resolve_patient_id(self, patient_id: str) -> str:
-        """The id of the record a patient id stands for: the patient an alias
-        was mapped to, else the id itself."""
+    """The reads a rule may make. ``where`` names columns of the row model.
 
-    def get_patient(self, patient_id: str) -> PatientRow | None:
-        """The patient, following an alias to the record it was mapped to."""
+    On a workstation the answers are the clerk's view: rows the server has
+    confirmed plus the effects of operations still pending. ``pending`` narrows
+    a sum to one side of that (True: only rows of pending operations, False:
+    only confirmed rows); the server has no pending rows."""
 
-    def find_patient_by_document(self, doc_type: str, doc_no: str) -> PatientRow | None: ...
+    def get(self, row_type: type[R], key: str) -> R | None:
+        """The row with this key, or None."""
 
-    def patient_id_in_use(self, patient_id: str) -> bool:
-        """True if the id is a patient or an alias."""
+    def find(self, row_type: type[R], **where: Value) -> R | None:
+        """A row whose columns equal ``where`` (a confirmed one first), or None."""
 
-    def get_card(self, card_no: str) -> CardRow | None: ...
+    def exists(self, row_type: type[Row], **where: Value) -> bool:
+        """Whether a row's columns equal ``where``."""
 
-    def active_card_of(self, patient_id: str) -> CardRow | None: ...
+    def sum(
+        self, row_type: type[Row], column: str, *, pending: bool | None = None, **where: Value
+    ) -> int:
+        """The sum of an integer column over the rows whose columns equal ``where``."""
 
-    def transfer_exists(self, transfer_id: str) -> bool: ...
-
-    def receipt_no_used(self, receipt_no: str) -> bool: ...
-
-    def number_leased(self, series: Series, sequence: int, device_id: str) -> bool:
-        """True if ``sequence`` of ``series`` lies in a block leased to ``device_id``."""
-
-    def account_balance(self, account: str) -> int:
-        """Credits minus debits, in fen."""
+    def leased(self, kind: str, resource: str, value: int, device_id: str) -> bool:
+        """Whether ``value`` of ``resource`` lies in a lease of ``kind`` held by ``device_id``."""
 
     def policy(self) -> Policy: ...

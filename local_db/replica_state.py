@@ -1,18 +1,16 @@
-"""The replica's side of :class:`domain.state.DeskState`: what the
-rules read, answered from the local SQLite view (confirmed + pending)."""
+"""The replica's side of :class:`domain.state.DeskState`: what the rules
+read, answered from the local SQLite view (confirmed + pending)."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from typing import Any, cast
 
-from domain.cards import CardStatus
-from domain.numbers import Series
-from domain.rows import CardRow, PatientRow, columns_of
-from domain.state import Policy
-
-_PATIENT_COLS = ", ".join(name for name, _ in columns_of(PatientRow))
-_CARD_COLS = ", ".join(name for name, _ in columns_of(CardRow))
+from domain.leases import NUMBER_BLOCK
+from domain.reads import exists_sql, row_of, select_sql, sum_sql, where_of
+from domain.rows import Row
+from domain.state import Policy, R, Value
 
 
 class ReplicaState:
@@ -20,89 +18,41 @@ class ReplicaState:
         self.conn = conn
         self._policy = policy
 
-    def _patient(self, where: str, args: tuple[str, ...]) -> PatientRow | None:
-        row = self.conn.execute(
-            f"SELECT {_PATIENT_COLS} FROM patients WHERE {where}", args
-        ).fetchone()
-        return PatientRow.model_validate(dict(row)) if row is not None else None
+    def _first(self, row_type: type[R], names: tuple[str, ...], values: list[Any]) -> R | None:
+        row = self.conn.execute(select_sql(row_type, names, True), values).fetchone()
+        return cast(R, row_of(row_type, row)) if row is not None else None
 
-    def resolve_patient_id(self, patient_id: str) -> str:
-        row = self.conn.execute(
-            "SELECT patient_id FROM patient_aliases WHERE alias_id = ?", (patient_id,)
-        ).fetchone()
-        return row[0] if row is not None else patient_id
+    def get(self, row_type: type[R], key: str) -> R | None:
+        return self._first(row_type, (row_type.key,), [key])
 
-    def get_patient(self, patient_id: str) -> PatientRow | None:
-        return self._patient("patient_id = ?", (self.resolve_patient_id(patient_id),))
+    def find(self, row_type: type[R], **where: Value) -> R | None:
+        names, values = where_of(row_type, where)
+        return self._first(row_type, names, values)
 
-    def find_patient_by_document(self, doc_type: str, doc_no: str) -> PatientRow | None:
-        # a pending row may stand beside the pulled row that replaces it: prefer the confirmed one
-        return self._patient(
-            "doc_no = ? AND doc_type = ? ORDER BY pending_op IS NOT NULL LIMIT 1",
-            (doc_no, doc_type),
+    def exists(self, row_type: type[Row], **where: Value) -> bool:
+        names, values = where_of(row_type, where)
+        return self.conn.execute(exists_sql(row_type, names), values).fetchone() is not None
+
+    def sum(
+        self, row_type: type[Row], column: str, *, pending: bool | None = None, **where: Value
+    ) -> int:
+        names, values = where_of(row_type, where)
+        return int(
+            self.conn.execute(sum_sql(row_type, column, names, pending), values).fetchone()[0]
         )
 
-    def patient_id_in_use(self, patient_id: str) -> bool:
-        return (
-            self.conn.execute(
-                "SELECT 1 FROM patients WHERE patient_id = ?", (patient_id,)
-            ).fetchone()
-            is not None
-            or self.conn.execute(
-                "SELECT 1 FROM patient_aliases WHERE alias_id = ?", (patient_id,)
-            ).fetchone()
-            is not None
-        )
-
-    def get_card(self, card_no: str) -> CardRow | None:
-        row = self.conn.execute(
-            f"SELECT {_CARD_COLS} FROM cards WHERE card_no = ?", (card_no,)
-        ).fetchone()
-        return CardRow.model_validate(dict(row)) if row is not None else None
-
-    def active_card_of(self, patient_id: str) -> CardRow | None:
-        row = self.conn.execute(
-            f"SELECT {_CARD_COLS} FROM cards WHERE patient_id = ? AND status = ? LIMIT 1",
-            (patient_id, CardStatus.ACTIVE.value),
-        ).fetchone()
-        return CardRow.model_validate(dict(row)) if row is not None else None
-
-    def transfer_exists(self, transfer_id: str) -> bool:
-        return (
-            self.conn.execute(
-                "SELECT 1 FROM transfers WHERE transfer_id = ?", (transfer_id,)
-            ).fetchone()
-            is not None
-        )
-
-    def receipt_no_used(self, receipt_no: str) -> bool:
-        return (
-            self.conn.execute(
-                "SELECT 1 FROM transfers WHERE receipt_no = ?", (receipt_no,)
-            ).fetchone()
-            is not None
-        )
-
-    def number_leased(self, series: Series, sequence: int, device_id: str) -> bool:
+    def leased(self, kind: str, resource: str, value: int, device_id: str) -> bool:
         # every lease in this replica was granted to this workstation
         del device_id
+        if kind != NUMBER_BLOCK:
+            return False
         return (
             self.conn.execute(
                 "SELECT 1 FROM leases WHERE series = ? AND first <= ? AND last >= ?",
-                (series.value, sequence, sequence),
+                (resource, value, value),
             ).fetchone()
             is not None
         )
-
-    def account_balance(self, account: str) -> int:
-        credit = self.conn.execute(
-            "SELECT COALESCE(SUM(amount_fen), 0) FROM transfers WHERE credit_account = ?",
-            (account,),
-        ).fetchone()[0]
-        debit = self.conn.execute(
-            "SELECT COALESCE(SUM(amount_fen), 0) FROM transfers WHERE debit_account = ?", (account,)
-        ).fetchone()[0]
-        return int(credit) - int(debit)
 
     def policy(self) -> Policy:
         return self._policy()

@@ -17,7 +17,8 @@ import sqlite3
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from domain.rows import ROW_TYPES, Row, columns_of
+from domain.areas import ROW_TYPES
+from domain.rows import Row, columns_of
 
 from .pinyin import name_terms
 

@@ -14,7 +14,6 @@ rules now reject leaves the view at once and lands in Sync issues.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -31,13 +30,17 @@ from typing import Any
 from sqlite_utils import Database
 from ulid import ULID
 
-from domain.commands import Command, Decision, decide, parse_command
+from domain.areas import ROW_TYPES
+from domain.cards import CardRow
+from domain.commands import Command, Decision, decide
 from domain.errors import DomainError, Rejection
 from domain.hlc import HybridClock
 from domain.json_text import to_json
-from domain.ledger import deposit_account
+from domain.ledger import TransferRow, balance, deposit_account
 from domain.numbers import SERIES_NAMES, Series, number_for
-from domain.rows import ROW_TYPES, CardRow, PatientRow, Row, TransferRow, columns_of
+from domain.operation import Operation
+from domain.patients import PatientRow, get_patient
+from domain.rows import Row, columns_of
 from domain.state import Actor, OpContext, Policy
 
 from .image import IMAGE_KEYS, SCHEMA_ID, fsync_directory, image_info
@@ -68,24 +71,29 @@ class CommandRejected(Exception):
 class Executed:
     """A clerk's action, committed locally together with its outbox entry."""
 
-    op_id: str
-    client_seq: int
+    op: Operation
     command: Command
     decision: Decision
-    at: str
+
+    @property
+    def op_id(self) -> str:
+        return self.op.op_id
+
+    @property
+    def client_seq(self) -> int:
+        return self.op.client_seq
+
+    @property
+    def at(self) -> str:
+        return self.op.at
 
 
 @dataclass(frozen=True)
-class OutboxOp:
-    client_seq: int
-    op_id: str
-    kind: str
-    payload: str
-    args_hash: str
-    clerk_id: str
-    clerk_roles: frozenset[str]
-    at: str
-    hlc: str
+class OutboxEntry:
+    """An operation in the outbox, with what only this workstation knows of it."""
+
+    op: Operation
+    clerk_roles: frozenset[str]  # the clerk's roles when they acted: the replay runs with them
     state: str
     local_outcome: str
     attempts: int
@@ -150,10 +158,6 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 LOCAL_TABLES = ("outbox", "leases", "sync_issues", "clerk_cache")
 
 
-def args_hash(kind: str, payload: str) -> str:
-    return hashlib.sha256(f"{kind}\n{payload}".encode()).hexdigest()
-
-
 def local_now() -> datetime:
     return datetime.now().astimezone()
 
@@ -208,6 +212,7 @@ class LocalStore:
         self._policy: Policy | None = None
         self._fail_before_outbox: Callable[[], None] | None = None  # tests inject faults here
         self._rebase_due = False  # an op left the view since the last rebase
+        self._device_id = ""
         self._checkpointer: sqlite3.Connection | None = None
         # Guards the checkpointer, which the engine uses without the store's lock.
         self._checkpoint_lock = threading.Lock()
@@ -276,6 +281,8 @@ class LocalStore:
             self._set_meta(key, value)
 
     def _set_meta(self, key: str, value: str | None) -> None:
+        if key == "device_id":
+            self._device_id = value or ""
         self.conn.execute(
             "INSERT INTO sync_state (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -348,34 +355,42 @@ class LocalStore:
             self._write_rows(op_id, outcome.rows)
             if self._fail_before_outbox is not None:
                 self._fail_before_outbox()
-            client_seq = self._append_outbox(op_id, command, ctx, outcome)
-        return Executed(
-            op_id=op_id, client_seq=client_seq, command=command, decision=outcome, at=at
-        )
+            op = self._append_outbox(command, ctx, outcome)
+        return Executed(op=op, command=command, decision=outcome)
 
-    def _append_outbox(
-        self, op_id: str, command: Command, ctx: OpContext, outcome: Decision
-    ) -> int:
-        payload = command.model_dump_json()
-        cursor = self.conn.execute(
-            "INSERT INTO outbox (op_id, kind, payload, args_hash, clerk_id, clerk_roles, at, hlc, "
-            "created_mono, state, local_outcome, local_result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    def _append_outbox(self, command: Command, ctx: OpContext, outcome: Decision) -> Operation:
+        # the next of this device's gap-free sequence: we hold the write lock
+        last = self.conn.execute("SELECT COALESCE(MAX(client_seq), 0) FROM outbox").fetchone()[0]
+        op = Operation.of(
+            command,
+            op_id=ctx.op_id,
+            device_id=ctx.actor.device_id,
+            client_seq=int(last) + 1,
+            clerk_id=ctx.actor.clerk_id,
+            at=ctx.at,
+            hlc=self.hlc.now(),
+        )
+        self.conn.execute(
+            "INSERT INTO outbox (client_seq, op_id, kind, payload, args_hash, clerk_id, clerk_roles, "
+            "at, hlc, created_mono, state, local_outcome, local_result) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                op_id,
-                command.kind,
-                payload,
-                args_hash(command.kind, payload),
-                ctx.actor.clerk_id,
+                op.client_seq,
+                op.op_id,
+                op.kind,
+                op.payload,
+                op.args_hash,
+                op.clerk_id,
                 json.dumps(sorted(ctx.actor.roles)),
-                ctx.at,
-                self.hlc.now(),
+                op.at,
+                op.hlc,
                 self.monotonic(),
                 PENDING,
                 outcome.outcome,
                 to_json(outcome.result),
             ),
         )
-        return int(cursor.lastrowid or 0)
+        return op
 
     def _write_rows(self, op_id: str, rows: Iterable[Row]) -> None:
         """Write a pending op's rows, keeping each row's before-image."""
@@ -413,21 +428,28 @@ class LocalStore:
         """Decide every still-pending op again, in order, against the new state,
         as the clerk who made it (with the roles they had then)."""
         device_id = self.device_id
-        for op in self._ops_in_view():
-            command = parse_command(op.kind, json.loads(op.payload))
-            actor = Actor(clerk_id=op.clerk_id, roles=op.clerk_roles, device_id=device_id)
-            outcome = decide(self.state, command, OpContext(actor=actor, at=op.at, op_id=op.op_id))
+        for entry in self._ops_in_view():
+            op = entry.op
+            actor = Actor(clerk_id=op.clerk_id, roles=entry.clerk_roles, device_id=device_id)
+            try:
+                command = op.command()
+            except DomainError as exc:  # a kind this version no longer knows
+                outcome: Decision | Rejection = exc.rejection
+            else:
+                outcome = decide(
+                    self.state, command, OpContext(actor=actor, at=op.at, op_id=op.op_id)
+                )
             if isinstance(outcome, Rejection):
-                self._open_issue(op.op_id, "replay_conflict", outcome.code, outcome.params, op)
+                self._open_issue(op.op_id, "replay_conflict", outcome.code, outcome.params, entry)
                 continue
             self._write_rows(op.op_id, outcome.rows)
             self._resolve_issue_if(op.op_id, "replay_conflict", "server_state_allows")
 
-    def _ops_in_view(self) -> list[OutboxOp]:
+    def _ops_in_view(self) -> list[OutboxEntry]:
         rows = self.conn.execute(
             "SELECT * FROM outbox WHERE state IN (?, ?) ORDER BY client_seq", IN_VIEW
         ).fetchall()
-        return [_outbox_op(r) for r in rows]
+        return self._entries(rows)
 
     def rebase(self) -> None:
         """Undo pending effects and replay what is still pending (after a rejection)."""
@@ -437,7 +459,9 @@ class LocalStore:
 
     @property
     def device_id(self) -> str:
-        return self.get_meta("device_id") or ""
+        if not self._device_id:  # set once, at enrolment
+            self._device_id = self.get_meta("device_id") or ""
+        return self._device_id
 
     # -- pull ----------------------------------------------------------------
 
@@ -603,12 +627,12 @@ class LocalStore:
 
     # -- push ----------------------------------------------------------------
 
-    def ops_to_push(self, limit: int) -> list[OutboxOp]:
+    def ops_to_push(self, limit: int) -> list[OutboxEntry]:
         with self.lock:
             rows = self.conn.execute(
                 "SELECT * FROM outbox WHERE state = ? ORDER BY client_seq LIMIT ?", (PENDING, limit)
             ).fetchall()
-        return [_outbox_op(r) for r in rows]
+            return self._entries(rows)
 
     def note_attempt(self, op_ids: list[str]) -> None:
         now = self.clock().isoformat(timespec="seconds")
@@ -694,16 +718,17 @@ class LocalStore:
             )
         return left_view
 
-    def _op(self, op_id: str) -> OutboxOp:
-        return _outbox_op(
-            self.conn.execute("SELECT * FROM outbox WHERE op_id = ?", (op_id,)).fetchone()
-        )
+    def _op(self, op_id: str) -> OutboxEntry:
+        return self._entries(
+            [self.conn.execute("SELECT * FROM outbox WHERE op_id = ?", (op_id,)).fetchone()]
+        )[0]
 
     # -- Sync issues ---------------------------------------------------------
 
     def _open_issue(
-        self, op_id: str, kind: str, code: str, params: dict[str, Any], op: OutboxOp
+        self, op_id: str, kind: str, code: str, params: dict[str, Any], entry: OutboxEntry
     ) -> None:
+        op = entry.op
         now = self.clock().isoformat(timespec="seconds")
         summary = to_json(
             {
@@ -770,16 +795,16 @@ class LocalStore:
         """The card as the clerk sees it (pending ops included). Reads go
         through the lock: install_image swaps the connection underneath."""
         with self.lock:
-            return self.state.get_card(card_no)
+            return self.state.get(CardRow, card_no)
 
     def patient_by_document(self, doc_type: str, doc_no: str) -> PatientRow | None:
         with self.lock:
-            return self.state.find_patient_by_document(doc_type, doc_no)
+            return self.state.find(PatientRow, doc_no=doc_no, doc_type=doc_type)
 
     def patient_view(self, patient_id: str, transfers: int = 10) -> PatientView | None:
         """The patient as the clerk sees them: confirmed state plus pending ops."""
         with self.lock:
-            patient = self.state.get_patient(patient_id)
+            patient = get_patient(self.state, patient_id)
             if patient is None:
                 return None
             pending = self.conn.execute(
@@ -810,19 +835,14 @@ class LocalStore:
                     (patient.patient_id, transfers),
                 )
             ]
-            balance = self.state.account_balance(deposit_account(patient.patient_id))
-            confirmed = self.conn.execute(
-                "SELECT COALESCE(SUM(CASE WHEN credit_account = ? THEN amount_fen ELSE -amount_fen END), 0) "
-                "FROM transfers WHERE (credit_account = ? OR debit_account = ?) AND pending_op IS NULL",
-                (deposit_account(patient.patient_id),) * 3,
-            ).fetchone()[0]
+            deposit = balance(self.state, deposit_account(patient.patient_id))
         return PatientView(
             patient=patient,
             pending=pending is not None,
             cards=cards,
             transfers=recent,
-            balance_fen=balance,
-            confirmed_balance_fen=int(confirmed),
+            balance_fen=deposit.fen,
+            confirmed_balance_fen=deposit.confirmed_fen,
         )
 
     def transfer_by_receipt(self, receipt_no: str) -> TransferRow | None:
@@ -868,12 +888,16 @@ class LocalStore:
             ).fetchone()[0]
         return OutboxStats(pending=int(pending), oldest_at=oldest, open_issues=int(issues))
 
-    def outbox(self, limit: int = 100) -> list[OutboxOp]:
+    def outbox(self, limit: int = 100) -> list[OutboxEntry]:
         with self.lock:
             rows = self.conn.execute(
                 "SELECT * FROM outbox ORDER BY client_seq DESC LIMIT ?", (limit,)
             ).fetchall()
-        return [_outbox_op(r) for r in rows]
+            return self._entries(rows)
+
+    def _entries(self, rows: list[sqlite3.Row]) -> list[OutboxEntry]:
+        device_id = self.device_id or None
+        return [_outbox_entry(r, device_id) for r in rows]
 
     # -- clerk cache (offline login) ----------------------------------------
 
@@ -933,17 +957,20 @@ def _roles(text: str) -> frozenset[str]:
     return frozenset(json.loads(text))
 
 
-def _outbox_op(row: sqlite3.Row) -> OutboxOp:
-    return OutboxOp(
-        client_seq=row["client_seq"],
-        op_id=row["op_id"],
-        kind=row["kind"],
-        payload=row["payload"],
-        args_hash=row["args_hash"],
-        clerk_id=row["clerk_id"],
+def _outbox_entry(row: sqlite3.Row, device_id: str | None) -> OutboxEntry:
+    return OutboxEntry(
+        op=Operation(
+            op_id=row["op_id"],
+            device_id=device_id,
+            client_seq=row["client_seq"],
+            kind=row["kind"],
+            payload=row["payload"],
+            args_hash=row["args_hash"],
+            clerk_id=row["clerk_id"],
+            at=row["at"],
+            hlc=row["hlc"],
+        ),
         clerk_roles=_roles(row["clerk_roles"]),
-        at=row["at"],
-        hlc=row["hlc"],
         state=row["state"],
         local_outcome=row["local_outcome"],
         attempts=row["attempts"],

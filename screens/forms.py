@@ -17,7 +17,7 @@ from textual.widgets import Footer, Input, Label, Select, Static
 from domain.errors import DomainError
 from domain.identity import DocumentType
 from domain.money import PaymentMethod, format_yuan
-from domain.patients import SEXES
+from domain.patients.fields import SEXES
 from workstation.desk import CommandRejected, Done, PatientView, RegistrationForm
 from workstation.receipts import Receipt
 

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import Connection
 from ulid import ULID
 
-from domain.commands import ROLES
+from domain.roles import ROLES
 
 from .db import audit, clerks, devices, enrollment_codes, load_policy, sessions, utc_now, writer
 

@@ -32,8 +32,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from domain.areas import ROW_TYPES
 from domain.numbers import SERIES_START, Series
-from domain.rows import ROW_TYPES, Row, columns_of
+from domain.rows import Row, columns_of
 from domain.state import Policy
 
 metadata = MetaData()

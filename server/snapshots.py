@@ -36,7 +36,8 @@ from typing import Any, BinaryIO
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
-from domain.rows import ROW_TYPES, columns_of
+from domain.areas import ROW_TYPES
+from domain.rows import columns_of
 from local_db.image import SCHEMA_ID, build_image, fsync_directory
 
 from .db import CHANGE_SEQ, counters, is_sqlite, meta, utc_now

@@ -1,20 +1,18 @@
-"""The server's side of :class:`domain.state.DeskState`: the same
-questions the replica answers, asked of the authoritative store inside the
-transaction that applies the operation (plain SQL: this is the push hot path)."""
+"""The server's side of :class:`domain.state.DeskState`: the same questions
+the replica answers, asked of the authoritative store inside the transaction
+that applies the operation (plain SQL: this is the push hot path). The server
+holds no pending rows: every row is confirmed."""
 
 from __future__ import annotations
 
-from domain.cards import CardStatus
-from domain.numbers import Series
-from domain.rows import CardRow, PatientRow, columns_of
-from domain.state import Policy
+from typing import Any, cast
+
+from domain.leases import NUMBER_BLOCK
+from domain.reads import exists_sql, row_of, select_sql, sum_sql, where_of
+from domain.rows import Row
+from domain.state import Policy, R, Value
 
 from .raw import RawSql
-
-_PATIENT_COLS = tuple(name for name, _ in columns_of(PatientRow))
-_CARD_COLS = tuple(name for name, _ in columns_of(CardRow))
-_PATIENT_SELECT = f"SELECT {', '.join(_PATIENT_COLS)} FROM patients"
-_CARD_SELECT = f"SELECT {', '.join(_CARD_COLS)} FROM cards"
 
 
 class ServerState:
@@ -23,79 +21,42 @@ class ServerState:
         self._policy = policy
         self._blocks: dict[tuple[str, str], list[tuple[int, int]]] = {}
 
-    def resolve_patient_id(self, patient_id: str) -> str:
-        alias = self.sql.scalar(
-            "SELECT patient_id FROM patient_aliases WHERE alias_id = ?", (patient_id,)
-        )
-        return str(alias) if alias is not None else patient_id
+    def _first(self, row_type: type[R], names: tuple[str, ...], values: list[Any]) -> R | None:
+        row = self.sql.one(select_sql(row_type, names, False), values)
+        return cast(R, row_of(row_type, row)) if row is not None else None
 
-    def _patient(self, where: str, params: tuple[str, ...]) -> PatientRow | None:
-        row = self.sql.one(f"{_PATIENT_SELECT} WHERE {where}", params)
-        return (
-            PatientRow.model_validate(dict(zip(_PATIENT_COLS, row, strict=True))) if row else None
-        )
+    def get(self, row_type: type[R], key: str) -> R | None:
+        return self._first(row_type, (row_type.key,), [key])
 
-    def _card(self, where: str, params: tuple[str, ...]) -> CardRow | None:
-        row = self.sql.one(f"{_CARD_SELECT} WHERE {where}", params)
-        return CardRow.model_validate(dict(zip(_CARD_COLS, row, strict=True))) if row else None
+    def find(self, row_type: type[R], **where: Value) -> R | None:
+        names, values = where_of(row_type, where)
+        return self._first(row_type, names, values)
 
-    def get_patient(self, patient_id: str) -> PatientRow | None:
-        # the alias, if any, and the patient in one statement
-        return self._patient(
-            "patient_id = COALESCE((SELECT a.patient_id FROM patient_aliases a WHERE a.alias_id = ?), ?)",
-            (patient_id, patient_id),
-        )
+    def exists(self, row_type: type[Row], **where: Value) -> bool:
+        names, values = where_of(row_type, where)
+        return self.sql.one(exists_sql(row_type, names), values) is not None
 
-    def find_patient_by_document(self, doc_type: str, doc_no: str) -> PatientRow | None:
-        return self._patient("doc_type = ? AND doc_no = ?", (doc_type, doc_no))
+    def sum(
+        self, row_type: type[Row], column: str, *, pending: bool | None = None, **where: Value
+    ) -> int:
+        names, values = where_of(row_type, where)
+        if pending is True:
+            return 0
+        return int(self.sql.scalar(sum_sql(row_type, column, names, None), values) or 0)
 
-    def patient_id_in_use(self, patient_id: str) -> bool:
-        return (
-            self.sql.one("SELECT 1 FROM patients WHERE patient_id = ?", (patient_id,)) is not None
-            or self.sql.one("SELECT 1 FROM patient_aliases WHERE alias_id = ?", (patient_id,))
-            is not None
-        )
-
-    def get_card(self, card_no: str) -> CardRow | None:
-        return self._card("card_no = ?", (card_no,))
-
-    def active_card_of(self, patient_id: str) -> CardRow | None:
-        return self._card(
-            "patient_id = ? AND status = ? LIMIT 1", (patient_id, CardStatus.ACTIVE.value)
-        )
-
-    def transfer_exists(self, transfer_id: str) -> bool:
-        return (
-            self.sql.one("SELECT 1 FROM transfers WHERE transfer_id = ?", (transfer_id,))
-            is not None
-        )
-
-    def receipt_no_used(self, receipt_no: str) -> bool:
-        return (
-            self.sql.one("SELECT 1 FROM transfers WHERE receipt_no = ?", (receipt_no,)) is not None
-        )
-
-    def number_leased(self, series: Series, sequence: int, device_id: str) -> bool:
+    def leased(self, kind: str, resource: str, value: int, device_id: str) -> bool:
+        if kind != NUMBER_BLOCK:
+            return False
         # a device holds a handful of blocks: read them once per batch (the push
         # transaction), not once per operation
-        key = (series.value, device_id)
-        if any(first <= sequence <= last for first, last in self._blocks.get(key, ())):
+        key = (resource, device_id)
+        if any(first <= value <= last for first, last in self._blocks.get(key, ())):
             return True
         self.sql.execute(
             'SELECT "first", "last" FROM number_blocks WHERE series = ? AND device_id = ?', key
         )
         blocks = self._blocks[key] = [(int(f), int(last)) for f, last in self.sql.cursor.fetchall()]
-        return any(first <= sequence <= last for first, last in blocks)
-
-    def account_balance(self, account: str) -> int:
-        credit = self.sql.scalar(
-            "SELECT COALESCE(SUM(amount_fen), 0) FROM transfers WHERE credit_account = ?",
-            (account,),
-        )
-        debit = self.sql.scalar(
-            "SELECT COALESCE(SUM(amount_fen), 0) FROM transfers WHERE debit_account = ?", (account,)
-        )
-        return int(credit or 0) - int(debit or 0)
+        return any(first <= value <= last for first, last in blocks)
 
     def policy(self) -> Policy:
         return self._policy

@@ -22,10 +22,12 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, select, update
 from sqlalchemy.engine import Connection
 
-from domain.commands import decide, parse_command
+from domain.areas import ROW_TYPES
+from domain.commands import Outcome, decide
 from domain.errors import DomainError, Rejection
 from domain.json_text import to_json
-from domain.rows import ROW_TYPES, Row
+from domain.operation import Operation
+from domain.rows import Row
 from domain.state import Actor, OpContext
 from sync.protocol import (
     Change,
@@ -34,7 +36,6 @@ from sync.protocol import (
     PushRequest,
     PushResponse,
     SnapshotHeader,
-    WireOp,
 )
 
 from .db import (
@@ -137,7 +138,9 @@ class SyncService:
             clock_skew_flagged=abs(skew) > CLOCK_SKEW_LIMIT_S,
         )
 
-    def _apply_batch(self, device_id: str, pushed_by: str, batch: list[WireOp]) -> list[OpResult]:
+    def _apply_batch(
+        self, device_id: str, pushed_by: str, batch: list[Operation]
+    ) -> list[OpResult]:
         results: list[OpResult] = []
         if not batch:
             return results
@@ -238,7 +241,7 @@ class SyncService:
         state: ServerState,
         device_id: str,
         pushed_by: str,
-        op: WireOp,
+        op: Operation,
         clerk: Clerk | None,
         head: int,
         applied_at: str,
@@ -264,21 +267,19 @@ class SyncService:
         self._record(log_rows, device_id, pushed_by, op, result, head, applied_at)
         return result, head
 
-    def _decide(self, state: ServerState, device_id: str, op: WireOp, clerk: Clerk | None) -> Any:
-        expected = hashlib.sha256(f"{op.kind}\n{op.payload}".encode()).hexdigest()
-        if expected != op.args_hash:
+    def _decide(
+        self, state: ServerState, device_id: str, op: Operation, clerk: Clerk | None
+    ) -> Outcome:
+        if not op.hash_matches():
             return Rejection(code="command_malformed", params={"detail": "args_hash"})
+        if op.device_id is not None and op.device_id != device_id:
+            return Rejection(code="command_malformed", params={"detail": "device_id"})
         if _parse_time(op.at) is None:
             return Rejection(code="command_malformed", params={"detail": "at"})
         if clerk is None or not clerk.active:
             return Rejection(code="clerk_unknown", params={"clerk_id": op.clerk_id})
         try:
-            payload = json.loads(op.payload)
-            if not isinstance(payload, dict):
-                raise DomainError("command_malformed", detail="payload")
-            command = parse_command(op.kind, payload)
-        except json.JSONDecodeError:
-            return Rejection(code="command_malformed", params={"detail": "payload"})
+            command = op.command()
         except DomainError as exc:
             return exc.rejection
         ctx = OpContext(
@@ -291,7 +292,7 @@ class SyncService:
         log_rows: _LogRows,
         device_id: str,
         pushed_by: str,
-        op: WireOp,
+        op: Operation,
         result: OpResult,
         head: int,
         applied_at: str,
@@ -318,7 +319,7 @@ class SyncService:
             )
         )
 
-    def _stored_result(self, known: Any, op: WireOp, device_id: str) -> OpResult:
+    def _stored_result(self, known: Any, op: Operation, device_id: str) -> OpResult:
         if known.args_hash != op.args_hash or known.device_id != device_id:
             return _rejected(op.op_id, Rejection(code="op_id_conflict"))
         params = json.loads(known.params) if known.params else {}

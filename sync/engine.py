@@ -26,10 +26,10 @@ from typing import Any
 
 from domain.numbers import Series
 from local_db.image import SCHEMA_ID
-from local_db.store import LocalStore, OutboxOp, ServerResult
+from local_db.store import LocalStore, OutboxEntry, ServerResult
 
 from .client import Offline, Refused, SyncClient, SyncError, Unauthorised
-from .protocol import MAX_BODY_BYTES, MAX_OPS_PER_PUSH, PULL_LIMIT_MAX, PushRequest, WireOp
+from .protocol import MAX_BODY_BYTES, MAX_OPS_PER_PUSH, PULL_LIMIT_MAX, PushRequest
 from .snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -82,23 +82,24 @@ class SyncReport:
 # A push stays well under the server's body limit (413 above it) whatever its
 # ops hold, so no batch of large ops can keep the outbox from draining.
 PUSH_BYTES = MAX_BODY_BYTES // 2
-# a WireOp's field names, quotes, colons, commas, braces and its sequence number
-_WIRE_OP_FRAME = 160
+# an Operation's field names, quotes, colons, commas, braces and its sequence number
+_WIRE_OP_FRAME = 200
 
 
-def wire_bytes_bound(op: OutboxOp) -> int:
+def wire_bytes_bound(entry: OutboxEntry) -> int:
     """At least the length of ``op``'s JSON in a push. The payload is JSON text
     written by the command's model (control characters already escaped), so
     each of its bytes takes at most two inside the push (a quote or a
     backslash is escaped again); any byte of the other fields at most six
     (``\\u00XX``); the hash is hex."""
-    others = op.op_id + op.kind + op.clerk_id + op.at + op.hlc
+    op = entry.op
+    others = op.op_id + (op.device_id or "") + op.kind + op.clerk_id + op.at + op.hlc
     return (
         2 * len(op.payload.encode()) + 6 * len(others.encode()) + len(op.args_hash) + _WIRE_OP_FRAME
     )
 
 
-def within_bytes(batch: list[OutboxOp], budget: int) -> list[OutboxOp]:
+def within_bytes(batch: list[OutboxEntry], budget: int) -> list[OutboxEntry]:
     """The first ops of ``batch`` whose JSON stays within ``budget`` bytes
     (by :func:`wire_bytes_bound`). The first op always goes, so the outbox
     moves on whatever its size."""
@@ -259,25 +260,15 @@ class SyncEngine:
             batch = within_bytes(batch, self.push_bytes)
             request = PushRequest(
                 device_time=self.store.clock().isoformat(timespec="milliseconds"),
-                ops=[
-                    WireOp(
-                        op_id=op.op_id,
-                        client_seq=op.client_seq,
-                        kind=op.kind,
-                        payload=op.payload,
-                        args_hash=op.args_hash,
-                        clerk_id=op.clerk_id,
-                        at=op.at,
-                        hlc=op.hlc,
-                    )
-                    for op in batch
-                ],
+                ops=[entry.op for entry in batch],
             )
             try:
                 answer = await self.client.push(request)
             except SyncError:
                 # answered ops count their attempt in record_results; these were not answered
-                await asyncio.to_thread(self.store.note_attempt, [op.op_id for op in batch])
+                await asyncio.to_thread(
+                    self.store.note_attempt, [entry.op.op_id for entry in batch]
+                )
                 raise
             results = [
                 ServerResult(

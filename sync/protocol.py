@@ -11,11 +11,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.operation import MAX_PAYLOAD_CHARS, Operation
+
 DEVICE_HEADER = "X-Device-Token"
 MAX_OPS_PER_PUSH = 500
-MAX_PAYLOAD_CHARS = 16_384
 MAX_BODY_BYTES = 2_000_000
 PULL_LIMIT_MAX = 50_000
+__all__ = ["MAX_PAYLOAD_CHARS", "Operation"]  # the operation envelope is the domain's
 
 OpStatus = Literal["applied", "applied_modified", "rejected", "needs_review", "deferred"]
 
@@ -24,26 +26,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class WireOp(_Model):
-    """One clerk action as recorded in the workstation's outbox; resent verbatim."""
-
-    op_id: str = Field(min_length=1, max_length=40)
-    client_seq: int = Field(ge=1, le=2**62)
-    kind: str = Field(min_length=1, max_length=40)
-    payload: str = Field(max_length=MAX_PAYLOAD_CHARS, description="the command as JSON text")
-    args_hash: str = Field(
-        pattern=r"^[0-9a-f]{64}$", description="sha256 of kind + newline + payload"
-    )
-    clerk_id: str = Field(min_length=1, max_length=40)
-    at: str = Field(min_length=10, max_length=40, description="when the clerk acted (ISO 8601)")
-    hlc: str = Field(max_length=40)
-
-
 class PushRequest(_Model):
     device_time: str = Field(
         max_length=40, description="the workstation's wall clock now (ISO 8601)"
     )
-    ops: list[WireOp] = Field(max_length=MAX_OPS_PER_PUSH)
+    ops: list[Operation] = Field(max_length=MAX_OPS_PER_PUSH)
 
 
 class OpResult(_Model):

@@ -140,7 +140,7 @@ async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_
     central, station = lost.central, lost.station
     station.offline()
     await station.desk.top_up(lost.card_no, "7", "cash")  # ...and this one never left
-    outbox = [(op.client_seq, op.op_id) for op in station.store.outbox()]
+    outbox = [(e.op.client_seq, e.op.op_id) for e in station.store.outbox()]
     receipts_left = station.store.numbers_left(Series.RECEIPT)
 
     # the server's disk died; restore last night's backup
@@ -151,7 +151,7 @@ async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_
     assert report.bootstrapped
     assert bootstraps(central)[-1][0] == "snapshot_image"
     assert station.store.get_meta("epoch") == epoch
-    assert [(op.client_seq, op.op_id) for op in station.store.outbox()] == outbox
+    assert [(e.op.client_seq, e.op.op_id) for e in station.store.outbox()] == outbox
     assert station.store.outbox_stats().pending == 3  # two lost by the restore, one never sent
     assert station.store.numbers_left(Series.RECEIPT) == receipts_left
     view = station.desk.patient(lost.patient_id)

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from domain.cards import CardStatus
-from domain.commands import (
-    CancelCard,
-    Decision,
-    IssueCard,
-    Prepayment,
-    RegisterPatient,
-    TopUp,
-    decide,
-    parse_command,
-)
+from domain.cards import CardRow, CardStatus
+from domain.cashier.cancel_card import CancelCard
+from domain.cashier.issue_card import IssueCard, Prepayment
+from domain.cashier.top_up import TopUp
+from domain.commands import Decision, decide, parse_command
 from domain.errors import DomainError, Rejection
 from domain.identity import check_char
+from domain.leases import NUMBER_BLOCK
+from domain.ledger import TransferRow, balance
 from domain.numbers import (
     Series,
     card_no_for,
@@ -31,8 +26,10 @@ from domain.numbers import (
     receipt_no_for,
     receipt_sequence,
 )
-from domain.rows import CardRow, PatientAliasRow, PatientRow, TransferRow
+from domain.patients import PatientAliasRow, PatientRow, get_patient
+from domain.patients.register import RegisterPatient
 from domain.state import Actor, OpContext, Policy
+from tests.fake_state import FakeState
 
 DEVICE = "dev-1"
 OTHER_DEVICE = "dev-2"
@@ -45,83 +42,27 @@ LEASED_RECEIPTS = (1, 100)
 OTHER_CARDS = (100_000_100, 100_000_199)  # leased to another device
 
 
-@dataclass
-class FakeState:
-    """DeskState over plain dicts."""
+def fake_state() -> FakeState:
+    """Card and receipt blocks leased to DEVICE, another card block to OTHER_DEVICE."""
+    state = FakeState()
+    state.lease(NUMBER_BLOCK, Series.CARD.value, *LEASED_CARDS, DEVICE)
+    state.lease(NUMBER_BLOCK, Series.RECEIPT.value, *LEASED_RECEIPTS, DEVICE)
+    state.lease(NUMBER_BLOCK, Series.CARD.value, *OTHER_CARDS, OTHER_DEVICE)
+    return state
 
-    patients: dict[str, PatientRow] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
-    cards: dict[str, CardRow] = field(default_factory=dict)
-    transfers: dict[str, TransferRow] = field(default_factory=dict)
-    leases: list[tuple[Series, int, int, str]] = field(
-        default_factory=lambda: [
-            (Series.CARD, *LEASED_CARDS, DEVICE),
-            (Series.RECEIPT, *LEASED_RECEIPTS, DEVICE),
-            (Series.CARD, *OTHER_CARDS, OTHER_DEVICE),
-        ]
-    )
-    the_policy: Policy = field(default_factory=Policy)
 
-    def resolve_patient_id(self, patient_id: str) -> str:
-        return self.aliases.get(patient_id, patient_id)
+def card(state: FakeState, card_no: str) -> CardRow:
+    found = state.get(CardRow, card_no)
+    assert found is not None
+    return found
 
-    def get_patient(self, patient_id: str) -> PatientRow | None:
-        return self.patients.get(self.resolve_patient_id(patient_id))
 
-    def find_patient_by_document(self, doc_type: str, doc_no: str) -> PatientRow | None:
-        return next(
-            (p for p in self.patients.values() if p.doc_type == doc_type and p.doc_no == doc_no),
-            None,
-        )
+def account_balance(state: FakeState, account: str) -> int:
+    return balance(state, account).fen
 
-    def patient_id_in_use(self, patient_id: str) -> bool:
-        return patient_id in self.patients or patient_id in self.aliases
 
-    def get_card(self, card_no: str) -> CardRow | None:
-        return self.cards.get(card_no)
-
-    def active_card_of(self, patient_id: str) -> CardRow | None:
-        return next(
-            (
-                c
-                for c in self.cards.values()
-                if c.patient_id == patient_id and c.status == CardStatus.ACTIVE
-            ),
-            None,
-        )
-
-    def transfer_exists(self, transfer_id: str) -> bool:
-        return transfer_id in self.transfers
-
-    def receipt_no_used(self, receipt_no: str) -> bool:
-        return any(t.receipt_no == receipt_no for t in self.transfers.values())
-
-    def number_leased(self, series: Series, sequence: int, device_id: str) -> bool:
-        return any(
-            s == series and first <= sequence <= last and dev == device_id
-            for s, first, last, dev in self.leases
-        )
-
-    def account_balance(self, account: str) -> int:
-        credit = sum(t.amount_fen for t in self.transfers.values() if t.credit_account == account)
-        debit = sum(t.amount_fen for t in self.transfers.values() if t.debit_account == account)
-        return credit - debit
-
-    def policy(self) -> Policy:
-        return self.the_policy
-
-    # -- helpers -------------------------------------------------------------
-
-    def apply(self, decision: Decision) -> None:
-        for row in decision.rows:
-            if isinstance(row, PatientRow):
-                self.patients[row.patient_id] = row
-            elif isinstance(row, PatientAliasRow):
-                self.aliases[row.alias_id] = row.patient_id
-            elif isinstance(row, CardRow):
-                self.cards[row.card_no] = row
-            elif isinstance(row, TransferRow):
-                self.transfers[row.transfer_id] = row
+def map_alias(state: FakeState, alias_id: str, patient_id: str) -> None:
+    state.put(PatientAliasRow(alias_id=alias_id, patient_id=patient_id, mapped_at=AT))
 
 
 def ctx(*roles: str, device: str = DEVICE, op_id: str = "op-1") -> OpContext:
@@ -170,7 +111,7 @@ RECEIPT_2 = receipt_no_for(2)
 
 @pytest.fixture
 def state() -> FakeState:
-    return FakeState()
+    return fake_state()
 
 
 @pytest.fixture
@@ -194,7 +135,7 @@ def top_up(**changes: Any) -> TopUp:
 
 
 def set_status(state: FakeState, card_no: str, status: CardStatus) -> None:
-    state.cards[card_no] = state.cards[card_no].model_copy(update={"status": status.value})
+    state.put(card(state, card_no).model_copy(update={"status": status.value}))
 
 
 # -- register_patient ---------------------------------------------------------
@@ -284,7 +225,7 @@ def test_register_existing_document_maps_to_the_existing_patient(state: FakeStat
     assert decision.result == {"patient_id": "P-1", "mapped": True}
     state.apply(decision)
     # the alias now leads to the existing record
-    patient = state.get_patient("P-2")
+    patient = get_patient(state, "P-2")
     assert patient is not None and patient.patient_id == "P-1"
 
 
@@ -319,7 +260,7 @@ def test_register_patient_id_taken(state: FakeState) -> None:
 
 def test_register_patient_id_taken_by_an_alias(state: FakeState) -> None:
     state.apply(accepted(state, register()))
-    state.aliases["P-9"] = "P-1"
+    map_alias(state, "P-9", "P-1")
     code = rejected(
         state,
         register(patient_id="P-9", doc_no=MALE_EXAMPLE, sex="M", birth_date="1880-01-01"),
@@ -369,7 +310,7 @@ def test_issue_card_with_first_prepayment(state: FakeState) -> None:
     assert transfer.card_no == CARD_1 and transfer.receipt_no == RECEIPT_1
     assert decision.result["receipt_no"] == RECEIPT_1
     state.apply(decision)
-    assert state.account_balance("deposit:P-1") == 5_000
+    assert account_balance(state, "deposit:P-1") == 5_000
 
 
 def test_issue_card_through_an_alias_goes_to_the_real_patient(state: FakeState) -> None:
@@ -533,15 +474,15 @@ def test_top_up_cash(with_card: FakeState) -> None:
     assert transfer.op_id == "op-7" and transfer.at == AT and transfer.clerk_id == "clerk-1"
     assert decision.result == {"receipt_no": RECEIPT_1, "patient_id": "P-1", "card_no": CARD_1}
     with_card.apply(decision)
-    assert with_card.account_balance("deposit:P-1") == 10_050
-    assert with_card.account_balance(f"drawer:{DEVICE}:cash") == -10_050  # liability view
+    assert account_balance(with_card, "deposit:P-1") == 10_050
+    assert account_balance(with_card, f"drawer:{DEVICE}:cash") == -10_050  # liability view
 
 
 def test_top_up_on_a_card_held_under_a_mapped_patient_id(with_card: FakeState) -> None:
     # issued offline to provisional patient P-2, which the server then mapped to P-1
-    with_card.aliases["P-2"] = "P-1"
+    map_alias(with_card, "P-2", "P-1")
     set_patient = {"patient_id": "P-2"}
-    with_card.cards[CARD_1] = with_card.cards[CARD_1].model_copy(update=set_patient)
+    with_card.put(card(with_card, CARD_1).model_copy(update=set_patient))
     decision = accepted(with_card, top_up())
     [transfer] = decision.rows
     assert isinstance(transfer, TransferRow)

@@ -10,11 +10,15 @@ from typing import Any
 import pytest
 from ulid import ULID
 
-from domain.commands import Command, IssueCard, Prepayment, RegisterPatient, TopUp
+from domain.areas import ROW_TYPES
+from domain.cashier.issue_card import IssueCard, Prepayment
+from domain.cashier.top_up import TopUp
+from domain.commands import Command
 from domain.errors import DomainError
 from domain.identity import check_char
 from domain.numbers import Series, card_no_for
-from domain.rows import ROW_TYPES
+from domain.patients import get_patient
+from domain.patients.register import RegisterPatient
 from domain.state import Actor
 from local_db.pinyin import name_terms, readings
 from local_db.schema import schema_version
@@ -162,7 +166,7 @@ def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
             ).fetchall()
             assert [tuple(r) for r in rows] == [("m001_replica", 1)]
             # the data and the search index survived
-            assert again.state.get_patient(patient_id) is not None
+            assert get_patient(again.state, patient_id) is not None
             assert [h.patient_id for h in again.search("zsf")] == [patient_id]
         finally:
             again.close()
@@ -174,9 +178,9 @@ def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
 def test_execute_writes_rows_and_exactly_one_outbox_row(store: LocalStore) -> None:
     patient_id = register(store)
     assert count(store, "patients", "pending_op IS NOT NULL") == 1
-    [op] = store.outbox()
-    assert op.kind == "register_patient" and op.state == "pending"
-    assert op.clerk_id == "clerk-1" and op.clerk_roles == frozenset({"cashier"})
+    [entry] = store.outbox()
+    assert entry.op.kind == "register_patient" and entry.state == "pending"
+    assert entry.op.clerk_id == "clerk-1" and entry.clerk_roles == frozenset({"cashier"})
     assert count(store, "pending_effects") == 1
 
     executed = issue_card(store, patient_id, prepay_fen=5_000)
@@ -186,7 +190,8 @@ def test_execute_writes_rows_and_exactly_one_outbox_row(store: LocalStore) -> No
     assert count(store, "transfers", f"pending_op = '{executed.op_id}'") == 1
     assert count(store, "outbox", f"op_id = '{executed.op_id}'") == 1
     # the payload in the outbox is exactly what will be pushed
-    assert store.outbox(1)[0].payload == executed.command.model_dump_json()
+    assert store.outbox(1)[0].op == executed.op
+    assert executed.op.payload == executed.command.model_dump_json()
     assert store.numbers_left(Series.RECEIPT) == 9
     assert store.numbers_left(Series.CARD) == 9
 
@@ -301,7 +306,7 @@ def _pulled(executed: list[Executed]) -> list[tuple[str, dict[str, Any] | None, 
 
 def test_pull_confirms_ops_and_rebase_keeps_pending_on_top(store: LocalStore) -> None:
     patient_id = register(store)
-    reg_op = store.outbox(1)[0]
+    reg_op = store.outbox(1)[0].op
     card_exec = issue_card(store, patient_id, prepay_fen=5_000)
     card = card_exec.decision.result["card_no"]
     store.execute(CASHIER, top_up_builder(card, 12_345))  # client_seq 3, not on the server yet
@@ -333,11 +338,11 @@ def test_pull_confirms_ops_and_rebase_keeps_pending_on_top(store: LocalStore) ->
     assert view.balance_fen == 5_000 + 12_345  # plus the still-pending top-up
     assert not view.pending and view.cards[0].pending is False
     assert [t.pending for t in view.transfers if t.amount_fen == 12_345] == [True]
-    states = {op.client_seq: op.state for op in store.outbox()}
+    states = {e.op.client_seq: e.state for e in store.outbox()}
     assert states == {1: "confirmed", 2: "confirmed", 3: "pending"}
     assert reg_op.client_seq == 1
     assert store.outbox_stats().pending == 1
-    assert [op.client_seq for op in store.ops_to_push(10)] == [3]
+    assert [e.op.client_seq for e in store.ops_to_push(10)] == [3]
     assert store.get_meta("cursor") == "3"
     assert store.get_meta("epoch") == "E1"
     assert store.get_meta("device_last_seq") == "2"
@@ -398,8 +403,8 @@ def test_rejected_result_opens_an_issue_and_rebase_removes_its_effects(store: Lo
 
     left = store.record_results(
         [
-            ServerResult(op_id=store.outbox()[2].op_id, status="applied", server_seq=1),
-            ServerResult(op_id=store.outbox()[1].op_id, status="applied", server_seq=3),
+            ServerResult(op_id=store.outbox()[2].op.op_id, status="applied", server_seq=1),
+            ServerResult(op_id=store.outbox()[1].op.op_id, status="applied", server_seq=3),
             ServerResult(
                 op_id=top.op_id,
                 status="rejected",
@@ -423,7 +428,7 @@ def test_rejected_result_opens_an_issue_and_rebase_removes_its_effects(store: Lo
     assert count(store, "pending_effects", f"op_id = '{top.op_id}'") == 0
     state, answer = store.op_answer(top.op_id)
     assert state == "rejected" and answer is not None and answer["code"] == "card_not_active"
-    assert top.op_id not in {op.op_id for op in store.ops_to_push(10)}
+    assert top.op_id not in {e.op.op_id for e in store.ops_to_push(10)}
     # the acked ops stay in view (their rows are not pulled yet)
     assert store.outbox_stats().pending == 2
     assert count(store, "cards", "pending_op IS NOT NULL") == 1
@@ -431,7 +436,7 @@ def test_rejected_result_opens_an_issue_and_rebase_removes_its_effects(store: Lo
 
 def test_deferred_result_stays_pending(store: LocalStore) -> None:
     register(store)
-    op = store.outbox()[0]
+    op = store.outbox()[0].op
     left = store.record_results(
         [ServerResult(op_id=op.op_id, status="deferred", code="sequence_gap")]
     )
@@ -576,10 +581,10 @@ def test_search_respects_limit(store: LocalStore, people: dict[str, str]) -> Non
 
 def test_search_index_follows_the_rebase(store: LocalStore) -> None:
     patient_id = register(store)
-    op = store.outbox()[0]
+    op = store.outbox()[0].op
     store.record_results([ServerResult(op_id=op.op_id, status="rejected", code="x")])
     store.rebase()
-    assert store.state.get_patient(patient_id) is None
+    assert get_patient(store.state, patient_id) is None
     assert store.search("zsf") == []
     assert count(store, "patient_search") == 0
 

@@ -18,15 +18,12 @@ from argon2 import PasswordHasher
 from sqlalchemy import Engine, func, inspect, select
 from ulid import ULID
 
-from domain.commands import (
-    CancelCard,
-    Command,
-    IssueCard,
-    Prepayment,
-    RegisterPatient,
-    TopUp,
-)
+from domain.cashier.cancel_card import CancelCard
+from domain.cashier.issue_card import IssueCard, Prepayment
+from domain.cashier.top_up import TopUp
+from domain.commands import Command
 from domain.numbers import card_no_for, receipt_no_for
+from domain.patients.register import RegisterPatient
 from server import auth as server_auth
 from server.app import create_app
 from server.db import (

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from domain.rows import ROW_TYPES
+from domain.areas import ROW_TYPES
 from local_db.store import LocalStore
 from server.db import REPLICATED, ops, transfers
 from sync.client import Offline

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from domain.commands import RegisterPatient
+from domain.operation import Operation
+from domain.patients.register import RegisterPatient
 from domain.state import Policy
-from local_db.store import OutboxOp
+from local_db.store import OutboxEntry
 from server.db import patients, save_policy, transfers
 from sync.client import Offline
 from sync.engine import SyncEngine, wire_bytes_bound, within_bytes
-from sync.protocol import PushRequest, PushResponse, WireOp
+from sync.protocol import PushRequest, PushResponse
 from tests.harness import (
     PASSWORD,
     Central,
@@ -165,22 +166,16 @@ def test_push_batches_are_cut_by_an_upper_bound_of_their_size() -> None:
     ).model_dump_json()  # as the outbox holds it: quotes, backslashes, a tab escaped once
     worst = {
         "op_id": "\x01" * 40,
+        "device_id": "\\" * 40,
         "kind": "register_patient",
         "clerk_id": "丰" * 40,
         "at": "2026-11-30T10:00:00.000+08:00",
         "hlc": '"' * 40,
     }
-    op = OutboxOp(
-        2**62,
-        payload=payload,
-        args_hash="a" * 64,
-        clerk_roles=frozenset(),
-        state="pending",
-        local_outcome="applied",
-        attempts=0,
-        **worst,
+    wire = Operation(client_seq=2**62, payload=payload, args_hash="a" * 64, **worst)
+    op = OutboxEntry(
+        wire, clerk_roles=frozenset(), state="pending", local_outcome="applied", attempts=0
     )
-    wire = WireOp(client_seq=op.client_seq, payload=payload, args_hash=op.args_hash, **worst)
     assert len(wire.model_dump_json().encode()) <= wire_bytes_bound(op)
     batch = [op] * 5
     assert within_bytes(batch, 2 * wire_bytes_bound(op)) == batch[:2]

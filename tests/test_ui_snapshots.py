@@ -12,10 +12,11 @@ from rich.cells import cell_len
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from domain.commands import TopUp
-from domain.ledger import deposit_account, intake_account
+from domain.cards import CardRow
+from domain.cashier.top_up import TopUp
+from domain.ledger import TransferRow, deposit_account, intake_account
 from domain.numbers import Series
-from domain.rows import CardRow, PatientRow, TransferRow
+from domain.patients import PatientRow
 from domain.state import Actor
 from local_db.store import LocalStore, ServerResult
 from screens.cashier import CashierScreen
@@ -132,7 +133,7 @@ def desk(tmp_path: Path) -> Desk:
                 receipt_no=s.take_number(Series.RECEIPT),
             ),
         )
-    refused = store.outbox()[0]
+    refused = store.outbox()[0].op
     store.record_results(
         [
             ServerResult(

@@ -19,11 +19,14 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from ulid import ULID
 
-from domain.commands import CancelCard, IssueCard, Prepayment, RegisterPatient, TopUp
+from domain.cashier.cancel_card import CancelCard
+from domain.cashier.issue_card import IssueCard, Prepayment
+from domain.cashier.top_up import TopUp
 from domain.errors import DomainError, Rejection
 from domain.identity import DocumentType, parse_national_id
 from domain.money import parse_amount, parse_payment_method
 from domain.numbers import Series, parse_card_no
+from domain.patients.register import RegisterPatient
 from domain.state import Actor, Policy
 from local_db.search import PatientHit
 from local_db.store import (

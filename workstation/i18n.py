@@ -13,12 +13,13 @@ import os
 from collections.abc import Callable
 
 from domain.cards import CardStatus
-from domain.commands import COMMANDS, ROLE_NAMES
+from domain.commands import COMMANDS
 from domain.errors import Rejection
 from domain.identity import DOCUMENT_NAMES, DocumentType
 from domain.ledger import TransferKind
 from domain.money import PAYMENT_METHOD_NAMES, PaymentMethod
-from domain.patients import SEX_NAMES
+from domain.patients.fields import SEX_NAMES
+from domain.roles import ROLE_NAMES
 
 LANGUAGES = ("zh", "en")
 

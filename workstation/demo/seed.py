@@ -17,11 +17,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, insert
 from ulid import ULID
 
-from domain.cards import CardStatus
-from domain.ledger import TransferKind, deposit_account, intake_account
+from domain.cards import CardRow, CardStatus
+from domain.ledger import TransferKind, TransferRow, deposit_account, intake_account
 from domain.money import PaymentMethod
 from domain.numbers import Series, card_no_for, receipt_no_for
-from domain.rows import CardRow, PatientRow, Row, TransferRow
+from domain.patients import PatientRow
+from domain.rows import Row
 from server.auth import AuthService, token_hash
 from server.bulk import bulk_load
 from server.db import devices, utc_now, writer

@@ -6,8 +6,8 @@ import re
 import unicodedata
 from datetime import date
 
-from .errors import DomainError
-from .identity import OLDEST_AGE_YEARS, DocumentType, parse_national_id, validate_document
+from ..errors import DomainError
+from ..identity import OLDEST_AGE_YEARS, DocumentType, parse_national_id, validate_document
 
 NAME_MAX = 30
 ADDRESS_MAX = 100

@@ -1,0 +1,87 @@
+"""The operation: one clerk action as the workstation records it and the
+server receives it. The same envelope is the outbox row, the push's item and
+the server's deduplication record.
+
+The command's arguments travel as the JSON text the window made
+(``payload``), hashed once (:func:`args_hash`), and resent verbatim: the
+server checks the hash, so a replay with other arguments under the same op id
+is refused instead of applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .commands import Command, parse_command
+from .errors import DomainError
+
+MAX_PAYLOAD_CHARS = 16_384
+
+
+def args_hash(kind: str, payload: str) -> str:
+    """SHA-256 of the kind and the arguments' JSON text."""
+    return hashlib.sha256(f"{kind}\n{payload}".encode()).hexdigest()
+
+
+class Operation(BaseModel):
+    """One clerk action; resent verbatim until the server has answered it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    op_id: str = Field(min_length=1, max_length=40, description="a ULID made at the workstation")
+    device_id: str | None = Field(
+        default=None,
+        max_length=40,
+        description="the workstation that made it; the server holds it to the device token "
+        "(workstations of release 0.1 leave it out)",
+    )
+    client_seq: int = Field(ge=1, le=2**62, description="the device's own gap-free sequence")
+    kind: str = Field(min_length=1, max_length=40)
+    payload: str = Field(max_length=MAX_PAYLOAD_CHARS, description="the command as JSON text")
+    args_hash: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of kind + newline + payload"
+    )
+    clerk_id: str = Field(min_length=1, max_length=40)
+    at: str = Field(min_length=10, max_length=40, description="when the clerk acted (ISO 8601)")
+    hlc: str = Field(max_length=40, description="hybrid logical clock: a hint for people")
+
+    @classmethod
+    def of(
+        cls,
+        command: Command,
+        *,
+        op_id: str,
+        device_id: str,
+        client_seq: int,
+        clerk_id: str,
+        at: str,
+        hlc: str,
+    ) -> Operation:
+        payload = command.model_dump_json()
+        return cls(
+            op_id=op_id,
+            device_id=device_id,
+            client_seq=client_seq,
+            kind=command.kind,
+            payload=payload,
+            args_hash=args_hash(command.kind, payload),
+            clerk_id=clerk_id,
+            at=at,
+            hlc=hlc,
+        )
+
+    def hash_matches(self) -> bool:
+        return args_hash(self.kind, self.payload) == self.args_hash
+
+    def command(self) -> Command:
+        """The command it carries; DomainError if it is unknown or malformed."""
+        try:
+            payload = json.loads(self.payload)
+        except ValueError:
+            raise DomainError("command_malformed", detail="payload") from None
+        if not isinstance(payload, dict):
+            raise DomainError("command_malformed", detail="payload")
+        return parse_command(self.kind, payload)
