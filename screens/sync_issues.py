@@ -13,7 +13,6 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from domain.errors import Rejection
-from domain.money import format_yuan
 
 from .base import DeskScreen
 from .widgets import DeskInput, StatusBar
@@ -73,24 +72,8 @@ class SyncIssuesScreen(DeskScreen[None]):
         return self.i18n.rejection(Rejection(code=issue["code"], params=issue["params"]))
 
     def detail(self, issue: dict[str, Any]) -> str:
-        payload = issue["summary"].get("payload", {})
-        bits = []
-        if "name" in payload:
-            bits.append(self.t("issues.patient", name=payload["name"]))
-        if payload.get("card_no"):
-            bits.append(self.t("issues.card", card_no=payload["card_no"]))
-        amount = payload.get("amount_fen") or (payload.get("prepayment") or {}).get("amount_fen")
-        if amount:
-            method = payload.get("method") or (payload.get("prepayment") or {}).get("method", "")
-            bits.append(
-                self.t("issues.amount", amount=format_yuan(int(amount)))
-                + " "
-                + self.i18n.method(method)
-            )
-        receipt = payload.get("receipt_no") or (payload.get("prepayment") or {}).get("receipt_no")
-        if receipt:
-            bits.append(receipt)
-        return "  ".join(bits)
+        """What the operation was about, as its command summarises itself."""
+        return "  ".join(fact.text(self.i18n.language) for fact in issue.get("facts", ()))
 
     def _show(self, issues: list[dict[str, Any]]) -> None:
         self.issues = issues

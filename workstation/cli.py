@@ -5,6 +5,7 @@ workstation server --db URL            the central server
 workstation admin --db URL ...         clerks, enrolment codes, epochs, snapshots
 workstation enroll --server URL --code CODE
 workstation run                        a real workstation (after enroll)
+workstation commands                   every command a clerk can perform, and who may
 """
 
 from __future__ import annotations
@@ -95,8 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     run.add_argument("--lang", choices=["zh", "en"], default=None)
 
+    sub.add_parser(
+        "commands", help="list every command a clerk can perform, with the roles that may"
+    )
+
     args = parser.parse_args(argv)
-    if args.command == "server":
+    if args.command == "commands":
+        print_commands()
+    elif args.command == "server":
         _serve(args.db, args.host, args.port, args.snapshot_dir)
     elif args.command == "admin":
         _admin(args)
@@ -108,6 +115,28 @@ def main(argv: list[str] | None = None) -> None:
                 _workstation_command(args)
         except AlreadyRunning as exc:
             sys.exit(exc.message())
+
+
+def print_commands() -> None:
+    """The command registry as a table: kind, 中文, English, roles (code and name)."""
+    import unicodedata
+
+    from domain.commands import COMMANDS
+    from domain.roles import ROLE_NAMES
+
+    def width(text: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+    def cell(text: str, size: int) -> str:
+        return text + " " * max(size - width(text), 0)
+
+    rows = [("kind", "中文", "English", "roles")]
+    for kind, command in COMMANDS.items():
+        roles = ", ".join(f"{r} {ROLE_NAMES[r][0]}" for r in sorted(command.roles))
+        rows.append((kind, command.names[0], command.names[1], roles))
+    sizes = [max(width(row[i]) for row in rows) + 2 for i in range(3)]
+    for row in rows:
+        print("".join(cell(text, size) for text, size in zip(row, sizes, strict=False)) + row[3])
 
 
 def _workstation_command(args: argparse.Namespace) -> None:

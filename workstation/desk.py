@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -22,6 +23,7 @@ from ulid import ULID
 from domain.cashier.cancel_card import CancelCard
 from domain.cashier.issue_card import IssueCard, Prepayment
 from domain.cashier.top_up import TopUp
+from domain.commands import parse_command
 from domain.errors import DomainError, Rejection
 from domain.identity import DocumentType, parse_national_id
 from domain.money import parse_amount, parse_payment_method
@@ -556,8 +558,18 @@ class Desk:
 
     # -- Sync issues ---------------------------------------------------------
 
-    def issues(self, status: str | None = "open") -> list[dict[str, object]]:
-        return self.store.issues(status)
+    def issues(self, status: str | None = "open") -> list[dict[str, Any]]:
+        """Sync issues, each with ``facts``: what its operation was about, as
+        its command summarises itself."""
+        issues = self.store.issues(status)
+        for issue in issues:
+            summary = issue["summary"]
+            try:
+                command = parse_command(str(summary.get("kind", "")), summary.get("payload") or {})
+                issue["facts"] = command.summary()
+            except DomainError:
+                issue["facts"] = []
+        return issues
 
     def resolve_issue(self, issue_id: int, note: str) -> bool:
         if self.clerk is None:

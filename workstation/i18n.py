@@ -236,9 +236,6 @@ CATALOG: dict[str, tuple[str, str]] = {
     "issues.kind.replay_conflict": ("可能被拒绝", "Likely refused"),
     "issues.state.open": ("待处理", "Open"),
     "issues.state.resolved": ("已处理", "Handled"),
-    "issues.amount": ("金额 ¥{amount}", "amount ¥{amount}"),
-    "issues.card": ("卡 {card_no}", "card {card_no}"),
-    "issues.patient": ("患者 {name}", "patient {name}"),
     # errors
     "error.unexpected": (
         "出错了：{error}。本次操作未保存，请重试；如反复出现请联系信息科。",
