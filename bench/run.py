@@ -32,7 +32,9 @@ from server.snapshots import GZIP_LEVEL, SnapshotImages
 from sync.client import SyncClient
 from sync.engine import SyncEngine, SyncReport
 from sync.protocol import SnapshotImageInfo
-from workstation.desk import Desk, DeskSettings, enroll_workstation
+from workstation.builder import build_workstation
+from workstation.desk import DeskSettings
+from workstation.desk.core import enroll_workstation
 from workstation.heap import settle_heap
 
 from .central import BENCH_PASSWORD, BENCH_USER, DATA_DIR, ensure_central, working_copy
@@ -230,20 +232,18 @@ class Bench:
         engine = make_engine(f"sqlite:///{central_db}")
         app = create_app(engine)
         self.checkpointer: WalCheckpointer = app.state.checkpointer
-        store = LocalStore(self.work_dir / "replica.db")
-        client = SyncClient("http://central", transport=httpx.ASGITransport(app=app))
-        sync = SyncEngine(store, client)
-        desk = Desk(
-            store,
-            client,
-            DeskSettings(receipts_dir=self.work_dir / "receipts", ack_wait_s=0),
-            engine=sync,
+        station = build_workstation(
+            self.work_dir / "replica.db",
+            "http://central",
+            settings=DeskSettings(receipts_dir=self.work_dir / "receipts", ack_wait_s=0),
+            transport=httpx.ASGITransport(app=app),
         )
+        store, client, sync, desk = station.store, station.client, station.engine, station.desk
         try:
             code = app.state.auth.create_enrollment_code("bench window")
             await enroll_workstation(client, store, code, "bench window")
             await desk.login(BENCH_USER, BENCH_PASSWORD)
-            actor = desk._actor()
+            actor = desk.actor()
 
             self.build_image(app.state.snapshots)
             await self.bootstrap(sync, client, store)

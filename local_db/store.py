@@ -59,6 +59,10 @@ REVIEW = "review"  # held by the server for a supervisor; in Sync issues
 IN_VIEW = (PENDING, ACKED)  # replayed on top of confirmed state
 
 
+class _DryRun(Exception):
+    """Rolls back a transaction that only looked."""
+
+
 class CommandRejected(Exception):
     """The rules said no; nothing was written."""
 
@@ -156,6 +160,11 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # image. Not pending_effects: they describe the old replica's rows; the replay
 # makes them again.
 LOCAL_TABLES = ("outbox", "leases", "sync_issues", "clerk_cache")
+
+
+def new_op_id() -> str:
+    """An operation's id, made at the workstation: a ULID."""
+    return str(ULID())
 
 
 def local_now() -> datetime:
@@ -340,11 +349,13 @@ class LocalStore:
 
     # -- the clerk's commands ----------------------------------------------
 
-    def execute(self, actor: Actor, build: Callable[[LocalStore], Command]) -> Executed:
+    def execute(
+        self, actor: Actor, build: Callable[[LocalStore], Command], op_id: str | None = None
+    ) -> Executed:
         """Decide a command against the replica and commit its rows with its
         outbox entry in one transaction. Raises CommandRejected (nothing
         written) or DomainError from ``build`` (nothing written)."""
-        op_id = str(ULID())
+        op_id = op_id or new_op_id()
         with self.transaction():
             command = build(self)
             at = self.clock().isoformat(timespec="seconds")
@@ -357,6 +368,22 @@ class LocalStore:
                 self._fail_before_outbox()
             op = self._append_outbox(command, ctx, outcome)
         return Executed(op=op, command=command, decision=outcome)
+
+    def check(self, actor: Actor, build: Callable[[LocalStore], Command]) -> None:
+        """Decide a command against the replica as :meth:`execute` would, and
+        write nothing (numbers taken by ``build`` are given back). Raises
+        CommandRejected or DomainError from ``build``; returns if it would be
+        accepted."""
+        try:
+            with self.transaction():
+                command = build(self)
+                at = self.clock().isoformat(timespec="seconds")
+                outcome = decide(self.state, command, OpContext(actor=actor, at=at, op_id="check"))
+                if isinstance(outcome, Rejection):
+                    raise CommandRejected(outcome)
+                raise _DryRun
+        except _DryRun:
+            return
 
     def _append_outbox(self, command: Command, ctx: OpContext, outcome: Decision) -> Operation:
         # the next of this device's gap-free sequence: we hold the write lock

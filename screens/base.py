@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from textual.binding import ActiveBinding
 from textual.screen import ModalScreen, Screen
 
-from domain.errors import DomainError
-from workstation.i18n import I18n
+from workstation.desk import DomainError
+from workstation.desk.i18n import I18n
 
 if TYPE_CHECKING:
     from workstation.desk import Desk

@@ -3,6 +3,7 @@ register, issue a card with a first prepayment, or top up."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from rich.cells import cell_len
@@ -15,9 +16,9 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.widgets.data_table import ColumnKey
 
-from domain.errors import DomainError
-from workstation.desk import Done, PatientHit, PatientView
-from workstation.scan import BurstDetector, Scan, classify
+from workstation.desk import CommandRejected, DomainError, Done, PatientHit, PatientView
+from workstation.desk.cashier import CashierDraft
+from workstation.desk.scan import BurstDetector, Scan, classify
 
 from .base import DeskScreen
 from .forms import IssueCardScreen, ReceiptScreen, RegisterPatientScreen, TopUpScreen
@@ -50,6 +51,7 @@ class CashierScreen(DeskScreen[None]):
         with Horizontal(id="cashier-head"):
             yield Label(self.t("cashier.title"), classes="title", id="cashier-title")
             yield Static("", classes="hint", id="stock")
+            yield Static("", classes="hint", id="working")
         yield DeskInput(placeholder=self.t("cashier.search"), id="search", max_length=80)
         yield Static("", classes="hint", id="results-info")
         with Horizontal(id="cashier-body"):
@@ -187,7 +189,7 @@ class CashierScreen(DeskScreen[None]):
 
     def _show_stock(self) -> None:
         """The leased number blocks: offline, a clerk must see how many cards are left."""
-        cards, receipts = self.desk.numbers_left()
+        cards, receipts = self.desk.cashier.numbers_left()
         self.query_one("#stock", Static).update(
             self.t("cashier.stock", cards=cards, receipts=receipts)
         )
@@ -225,22 +227,13 @@ class CashierScreen(DeskScreen[None]):
         self._register("", "")
 
     def _register(self, doc_no: str, name: str) -> None:
-        self.app.push_screen(RegisterPatientScreen(doc_no, name), self._registered)
-
-    def _registered(self, done: Done | None) -> None:
-        if done is None:
-            return
-        view = self.desk.patient(done.patient_id)
-        name = view.patient.name if view else ""
-        key = "done.mapped" if done.mapped else "done.registered"
-        self._announce(done, self.t(key, name=name))
-        self._show_patient(view)
+        self.app.push_screen(RegisterPatientScreen(doc_no, name), self._commit)
 
     def action_issue_card(self) -> None:
         if self.view is None:
             self.notify(self.t("need.patient"), severity="warning")
             return
-        self.app.push_screen(IssueCardScreen(self.view), self._money_done)
+        self.app.push_screen(IssueCardScreen(self.view), self._commit)
 
     def action_top_up(self) -> None:
         if self.view is None:
@@ -250,16 +243,36 @@ class CashierScreen(DeskScreen[None]):
         if card is None:
             self.notify(self.t("need.card"), severity="warning")
             return
-        self.app.push_screen(TopUpScreen(self.view, card.card_no), self._money_done)
+        self.app.push_screen(TopUpScreen(self.view, card.card_no), self._commit)
 
-    def _money_done(self, done: Done | None) -> None:
-        if done is None:
+    # -- the window commits a form's draft, once ----------------------------------
+
+    def _commit(self, draft: CashierDraft | None) -> None:
+        if draft is not None:
+            self._committing(draft)
+
+    @work(exclusive=False, group="commit", exit_on_error=False)
+    async def _committing(self, draft: CashierDraft) -> None:
+        working = self.query_one("#working", Static)
+        working.update(self.t("form.working"))
+        try:
+            done = await self.desk.cashier.commit(draft)
+        except (DomainError, CommandRejected) as exc:
+            self.notify(self.explain(exc), severity="error", timeout=15)
             return
-        if done.kind == "issue_card":
+        finally:
+            working.update("")
+        view = await asyncio.to_thread(self.desk.patient, done.patient_id)
+        self._show_patient(view)
+        if done.kind == "register_patient":
+            name = view.patient.name if view else ""
+            self._announce(
+                done, self.t("done.mapped" if done.mapped else "done.registered", name=name)
+            )
+        elif done.kind == "issue_card":
             self._announce(done, self.t("done.card", card_no=done.card_no))
         elif done.receipt is not None:
             self._announce(done, self.t("done.top_up", receipt_no=done.receipt.receipt_no))
-        self._show_patient(self.desk.patient(done.patient_id))
         if done.receipt is not None and done.receipt_path is not None:
             self.app.push_screen(ReceiptScreen(done.receipt, str(done.receipt_path)))
 

@@ -1,12 +1,15 @@
 """The cashier's forms: register a patient, issue a card, top up; a
 confirmation before money changes hands; the receipt afterwards.
 
-A form validates through the desk (the domain's rules); a mistake is shown in
-the clerk's language under the form, which stays open with everything typed,
-and nothing is written. A form is dismissed with the committed result only.
+A form parses what was typed into a draft and lets the desk check it against
+the rules (nothing written); a mistake is shown in the clerk's language under
+the form, which stays open with everything typed. A form is dismissed with
+the draft, which the window commits once.
 """
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,15 +17,28 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Input, Label, Select, Static
 
-from domain.errors import DomainError
-from domain.identity import DocumentType
-from domain.money import PaymentMethod, format_yuan
-from domain.patients.fields import SEXES
-from workstation.desk import CommandRejected, Done, PatientView, RegistrationForm
-from workstation.receipts import Receipt
+from workstation.desk import (
+    CASH,
+    DOCUMENT_TYPES,
+    PAYMENT_METHODS,
+    RESIDENT_ID,
+    SEXES,
+    CashierDesk,
+    CommandRejected,
+    DomainError,
+    IssueCardDraft,
+    PatientView,
+    Receipt,
+    RegistrationDraft,
+    TopUpDraft,
+    format_yuan,
+)
+from workstation.desk.cashier import CashierDraft, derive_from_national_id
 
 from .base import DeskModal
 from .widgets import DeskInput
+
+DraftT = TypeVar("DraftT", bound=CashierDraft)
 
 
 class ConfirmScreen(DeskModal[bool]):
@@ -87,8 +103,12 @@ class ReceiptScreen(DeskModal[None]):
         self.dismiss(None)
 
 
-class FormScreen(DeskModal[Done | None]):
-    """A form: F10 saves (through the desk), Esc cancels."""
+class FormScreen(DeskModal[DraftT | None]):
+    """A form: F10 (or Enter in its last field) checks what was typed and,
+    after the clerk confirms, returns it as a draft, parsed once; the window
+    commits it. Esc cancels. A mistake or a refusal by the rules is shown
+    under the form, which stays open with everything typed; nothing is
+    written until the window commits."""
 
     BINDINGS = [
         Binding("f10", "save", "key.save", id="save"),
@@ -98,6 +118,10 @@ class FormScreen(DeskModal[Done | None]):
     def __init__(self) -> None:
         super().__init__()
         self._busy = False
+
+    @property
+    def cashier(self) -> CashierDesk:
+        return self.desk.cashier
 
     def error(self, text: str) -> None:
         self.query_one("#form-error", Static).update(text)
@@ -115,22 +139,30 @@ class FormScreen(DeskModal[Done | None]):
         self._busy = True
         self.error("")  # an earlier refusal no longer applies to what is sent now
         try:
-            done = await self.submit()
+            draft = self.draft()
+            await self.cashier.check(draft)
+            confirmed = await self.confirm_draft(draft)
         except (DomainError, CommandRejected) as exc:
             self.error(self.explain(exc))
             return
         finally:
             self._busy = False
-        if done is not None:
-            self.dismiss(done)
+        if confirmed:
+            self.dismiss(draft)
 
-    async def submit(self) -> Done | None:
+    def draft(self) -> DraftT:
+        """What the clerk typed, parsed (DomainError with the reason)."""
         raise NotImplementedError
+
+    async def confirm_draft(self, draft: DraftT) -> bool:
+        """The last look before money moves; True where nothing needs one."""
+        del draft
+        return True
 
     def method_select(self) -> Select[str]:
         return Select(
-            [(self.i18n.method(m.value), m.value) for m in PaymentMethod],
-            value=PaymentMethod.CASH.value,
+            [(self.i18n.method(m), m) for m in PAYMENT_METHODS],
+            value=CASH,
             allow_blank=False,
             id="method",
         )
@@ -139,7 +171,7 @@ class FormScreen(DeskModal[Done | None]):
         return bool(await self.app.push_screen_wait(ConfirmScreen(text)))
 
 
-class RegisterPatientScreen(FormScreen):
+class RegisterPatientScreen(FormScreen[RegistrationDraft]):
     def __init__(self, doc_no: str = "", name: str = "") -> None:
         super().__init__()
         self.prefill_doc_no = doc_no
@@ -152,8 +184,8 @@ class RegisterPatientScreen(FormScreen):
                 with Vertical():
                     yield Label(self.t("form.doc_type"))
                     yield Select(
-                        [(self.i18n.document(d.value), d.value) for d in DocumentType],
-                        value=DocumentType.RESIDENT_ID.value,
+                        [(self.i18n.document(d), d) for d in DOCUMENT_TYPES],
+                        value=RESIDENT_ID,
                         allow_blank=False,
                         id="doc_type",
                     )
@@ -197,15 +229,15 @@ class RegisterPatientScreen(FormScreen):
         self._fill_from_id(event.value)
 
     def _fill_from_id(self, doc_no: str) -> None:
-        if self.query_one("#doc_type", Select).value != DocumentType.RESIDENT_ID.value:
+        if self.query_one("#doc_type", Select).value != RESIDENT_ID:
             return
-        derived = self.desk.derive_from_national_id(doc_no)
+        derived = derive_from_national_id(doc_no)
         if derived is not None:
             self.query_one("#birth_date", Input).value = derived[0]
             self.query_one("#sex", Select).value = derived[1]
 
-    async def submit(self) -> Done | None:
-        form = RegistrationForm(
+    def draft(self) -> RegistrationDraft:
+        return self.cashier.registration(
             name=self.query_one("#name", Input).value,
             sex=str(self.query_one("#sex", Select).value),
             birth_date=self.query_one("#birth_date", Input).value,
@@ -214,13 +246,9 @@ class RegisterPatientScreen(FormScreen):
             phone=self.query_one("#phone", Input).value,
             address=self.query_one("#address", Input).value,
         )
-        self.error(self.t("form.working"))
-        done = await self.desk.register_patient(form)
-        self.error("")
-        return done
 
 
-class IssueCardScreen(FormScreen):
+class IssueCardScreen(FormScreen[IssueCardDraft]):
     def __init__(self, view: PatientView) -> None:
         super().__init__()
         self.view = view
@@ -232,7 +260,8 @@ class IssueCardScreen(FormScreen):
             yield Label(self.t("form.issue.title"), classes="title")
             yield Static(self.t("form.issue.patient", name=p.name, doc=p.doc_no))
             yield Static(
-                self.t("form.issue.card_no", card_no=self.desk.next_card_no() or "—"), id="card-no"
+                self.t("form.issue.card_no", card_no=self.cashier.next_card_no() or "—"),
+                id="card-no",
             )
             yield Label(self.t("form.issue.amount", minimum=minimum))
             yield DeskInput(id="amount", max_length=20, placeholder=minimum)
@@ -249,28 +278,29 @@ class IssueCardScreen(FormScreen):
     def _amount_entered(self) -> None:
         self.action_save()
 
-    async def submit(self) -> Done | None:
-        amount_text = self.query_one("#amount", Input).value
-        method = str(self.query_one("#method", Select).value)
-        fen = self.desk.parse_amount(amount_text) if amount_text.strip() else None
-        card_no = self.desk.next_card_no() or "—"
-        name = self.view.patient.name
-        if fen is None:
-            text = self.t("confirm.issue_no_money", name=name, card_no=card_no)
+    def draft(self) -> IssueCardDraft:
+        return self.cashier.issue_card_draft(
+            self.view,
+            self.query_one("#amount", Input).value,
+            str(self.query_one("#method", Select).value),
+        )
+
+    async def confirm_draft(self, draft: IssueCardDraft) -> bool:
+        card_no = self.cashier.next_card_no() or "—"
+        if draft.prepay_fen is None:
+            text = self.t("confirm.issue_no_money", name=draft.patient_name, card_no=card_no)
         else:
             text = self.t(
                 "confirm.issue",
-                name=name,
+                name=draft.patient_name,
                 card_no=card_no,
-                amount=format_yuan(fen),
-                method=self.i18n.method(method),
+                amount=format_yuan(draft.prepay_fen),
+                method=self.i18n.method(draft.method),
             )
-        if not await self.confirm(text):
-            return None
-        return await self.desk.issue_card(self.view.patient.patient_id, amount_text, method)
+        return await self.confirm(text)
 
 
-class TopUpScreen(FormScreen):
+class TopUpScreen(FormScreen[TopUpDraft]):
     def __init__(self, view: PatientView, card_no: str = "") -> None:
         super().__init__()
         self.view = view
@@ -302,19 +332,20 @@ class TopUpScreen(FormScreen):
     def _amount_entered(self) -> None:
         self.action_save()
 
-    async def submit(self) -> Done | None:
-        card_text = self.query_one("#card_no", Input).value
-        amount_text = self.query_one("#amount", Input).value
-        method = str(self.query_one("#method", Select).value)
-        card_no = self.desk.parse_card(card_text)
-        fen = self.desk.parse_amount(amount_text)
+    def draft(self) -> TopUpDraft:
+        return self.cashier.top_up_draft(
+            self.view,
+            self.query_one("#card_no", Input).value,
+            self.query_one("#amount", Input).value,
+            str(self.query_one("#method", Select).value),
+        )
+
+    async def confirm_draft(self, draft: TopUpDraft) -> bool:
         text = self.t(
             "confirm.topup",
-            name=self.view.patient.name,
-            card_no=card_no,
-            amount=format_yuan(fen),
-            method=self.i18n.method(method),
+            name=draft.patient_name,
+            card_no=draft.card_no,
+            amount=format_yuan(draft.amount_fen),
+            method=self.i18n.method(draft.method),
         )
-        if not await self.confirm(text):
-            return None
-        return await self.desk.top_up(card_text, amount_text, method)
+        return await self.confirm(text)

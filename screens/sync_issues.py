@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
-from domain.errors import Rejection
+from workstation.desk import Rejection
 
 from .base import DeskScreen
 from .widgets import DeskInput, StatusBar

@@ -8,9 +8,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Input, Static
 
-from domain.money import format_yuan
-from workstation.desk import ClerkSession, DeskStatus, PatientView
-from workstation.i18n import I18n
+from workstation.desk import ClerkSession, DeskStatus, PatientView, format_yuan
+from workstation.desk.i18n import I18n
 
 
 class DeskInput(Input):

@@ -145,6 +145,8 @@ class SyncEngine:
         self._stopped = False
         self._cycle_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # op id -> the server's answer, awaited by the window that committed it
+        self._answers: dict[str, asyncio.Future[ServerResult]] = {}
 
     # -- status --------------------------------------------------------------
 
@@ -180,6 +182,9 @@ class SyncEngine:
         self._loop = asyncio.get_running_loop()
         while not self._stopped:
             delay = self.interval_s
+            # cleared before the cycle, not after: a commit during the cycle
+            # pokes again, and its op leaves in the next cycle, at once
+            self._wake.clear()
             try:
                 await self.sync_once()
             except NotLoggedIn:
@@ -212,7 +217,6 @@ class SyncEngine:
                 await asyncio.to_thread(self.store.checkpoint)
             except Exception:
                 log.exception("checkpoint failed")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
@@ -282,6 +286,7 @@ class SyncEngine:
                 for r in answer.results
             ]
             await asyncio.to_thread(self.store.record_results, results)
+            self._answer(results)
             self._set_status(
                 online=True,
                 clock_skew_s=answer.clock_skew_s,
@@ -291,6 +296,34 @@ class SyncEngine:
             report.rejected += sum(1 for r in results if r.status in ("rejected", "needs_review"))
             if any(r.status == "deferred" for r in results):
                 return  # the server wants something else first; the next cycle retries
+
+    # -- answers for the window -------------------------------------------------
+
+    def answer_for(self, op_id: str) -> asyncio.Future[ServerResult]:
+        """A future the engine resolves with the server's answer to ``op_id``
+        (applied, applied_modified, rejected or needs_review; a deferred op
+        is still waiting). Call on the engine's event loop; cancel it (or let
+        it time out) when no longer interested."""
+        future = self._answers.get(op_id)
+        if future is None or future.done():
+            future = self._answers[op_id] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(self._forget_answer(op_id))
+        return future
+
+    def _forget_answer(self, op_id: str) -> Callable[[asyncio.Future[ServerResult]], None]:
+        def forget(future: asyncio.Future[ServerResult]) -> None:
+            if self._answers.get(op_id) is future:
+                del self._answers[op_id]
+
+        return forget
+
+    def _answer(self, results: list[ServerResult]) -> None:
+        if not self._answers:
+            return
+        for result in results:
+            future = self._answers.get(result.op_id)
+            if future is not None and not future.done() and result.status != "deferred":
+                future.set_result(result)
 
     # -- pull ----------------------------------------------------------------
 

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import httpx
 
-from local_db.store import LocalStore
 from server.app import create_app
 from server.db import make_engine, start_new_epoch
-from sync.client import SyncClient
-from sync.engine import SyncEngine
 from sync.transports import SwitchableTransport
-from workstation.desk import Desk, DeskSettings, RegistrationForm, enroll_workstation
+from workstation.builder import SyncTiming, build_workstation
+from workstation.desk import DeskSettings, Done, RegistrationDraft
+from workstation.desk.core import enroll_workstation
 
 PASSWORD = "secret-123"
 
@@ -39,7 +38,8 @@ class Central:
 
 
 class Station:
-    """One workstation: replica, client (through a switchable link), engine, desk."""
+    """One workstation, built as ``workstation run`` builds it, on a link to
+    the in-process server that a test can cut."""
 
     def __init__(
         self,
@@ -51,25 +51,61 @@ class Station:
         directory.mkdir(parents=True, exist_ok=True)
         self.central = central
         self.name = name
-        self.store = LocalStore(directory / "replica.db")
-        self.network = SwitchableTransport(transport or central.transport())
-        self.client = SyncClient("http://central", transport=self.network)
-        self.engine = SyncEngine(
-            self.store, self.client, interval_s=0.05, base_delay_s=0.01, max_delay_s=0.05
+        parts = build_workstation(
+            directory / "replica.db",
+            "http://central",
+            settings=DeskSettings(
+                window_name=name, receipts_dir=directory / "receipts", ack_wait_s=0
+            ),
+            transport=transport or central.transport(),
+            switchable=True,
+            timing=SyncTiming(interval_s=0.05, base_delay_s=0.01, max_delay_s=0.05),
         )
-        self.desk = Desk(
-            self.store,
-            self.client,
-            DeskSettings(window_name=name, receipts_dir=directory / "receipts", ack_wait_s=0),
-            network=self.network,
-            engine=self.engine,
+        assert parts.network is not None
+        self.parts = parts
+        self.store, self.client, self.engine, self.desk = (
+            parts.store,
+            parts.client,
+            parts.engine,
+            parts.desk,
         )
+        self.network: SwitchableTransport = parts.network
 
     async def enroll_and_login(self, username: str) -> None:
         code = self.central.auth.create_enrollment_code(self.name)
         await enroll_workstation(self.client, self.store, code, self.name)
         await self.desk.login(username, PASSWORD)
         await self.engine.sync_once()  # bootstrap + number blocks
+
+    # -- the cashier's work, typed as at the window ------------------------------
+
+    async def register(self, form: RegistrationDraft) -> Done:
+        cashier = self.desk.cashier
+        draft = cashier.registration(
+            name=form.name,
+            sex=form.sex,
+            birth_date=form.birth_date,
+            doc_type=form.doc_type,
+            doc_no=form.doc_no,
+            phone=form.phone,
+            address=form.address,
+        )
+        return await cashier.commit(draft)
+
+    async def issue_card(self, patient_id: str, amount_text: str, method: str) -> Done:
+        view = self.desk.patient(patient_id)
+        assert view is not None, patient_id
+        cashier = self.desk.cashier
+        return await cashier.commit(cashier.issue_card_draft(view, amount_text, method))
+
+    async def top_up(self, card_text: str, amount_text: str, method: str) -> Done:
+        view = self.desk.patient_by_card(card_text)
+        cashier = self.desk.cashier
+        return await cashier.commit(cashier.top_up_draft(view, card_text, amount_text, method))
+
+    async def cancel_card(self, card_text: str, reason: str) -> Done:
+        cashier = self.desk.cashier
+        return await cashier.commit(cashier.cancel_card_draft(card_text, reason))
 
     def offline(self) -> None:
         self.network.cut = True
@@ -78,8 +114,7 @@ class Station:
         self.network.cut = False
 
     async def close(self) -> None:
-        await self.client.aclose()
-        self.store.close()
+        await self.parts.aclose()
 
 
 async def cashier_station(central: Central, tmp_path: Path) -> Station:
@@ -117,20 +152,20 @@ class LostWork:
     card_no: str
 
 
-async def work_a_restore_will_lose(tmp_path: Path, patient: RegistrationForm) -> LostWork:
+async def work_a_restore_will_lose(tmp_path: Path, patient: RegistrationDraft) -> LostWork:
     """Station "a" registers ``patient``, issues a card with 50.00 and syncs;
     the nightly backup is taken; then two top-ups (100.00 cash, 30.00 WeChat)
     are synced, which the backup does not hold."""
     db, backup = tmp_path / "central.db", tmp_path / "backup.db"
     central = Central(f"sqlite:///{db}")
     station = await cashier_station(central, tmp_path)
-    reg = await station.desk.register_patient(patient)
-    card = await station.desk.issue_card(reg.patient_id, "50", "cash")
+    reg = await station.register(patient)
+    card = await station.issue_card(reg.patient_id, "50", "cash")
     await station.engine.sync_once()
 
     central.engine.dispose()
     back_up(db, backup)
-    await station.desk.top_up(str(card.card_no), "100", "cash")
-    await station.desk.top_up(str(card.card_no), "30", "wechat")
+    await station.top_up(str(card.card_no), "100", "cash")
+    await station.top_up(str(card.card_no), "30", "wechat")
     await station.engine.sync_once()
     return LostWork(db, backup, central, station, reg.patient_id, str(card.card_no))

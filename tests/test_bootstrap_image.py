@@ -124,9 +124,9 @@ async def test_workstation_from_an_image_has_the_server_rows_and_finds_patients(
     assert by_card.patient_id == card["patient_id"] and by_card.matched == "card"
 
     # the replica works on: commands decide against it, its search index follows
-    reg = await station.desk.register_patient(ZHANG)
+    reg = await station.register(ZHANG)
     assert [h.patient_id for h in store.search("张三丰")] == [reg.patient_id]
-    await station.desk.issue_card(reg.patient_id, "50", "cash")
+    await station.issue_card(reg.patient_id, "50", "cash")
     await station.engine.sync_once()
     assert store.outbox_stats().pending == 0
     assert replica_rows(store) == server_rows(central)
@@ -139,7 +139,7 @@ async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_
     lost = await work_a_restore_will_lose(tmp_path, ZHANG)  # the server had the top-ups...
     central, station = lost.central, lost.station
     station.offline()
-    await station.desk.top_up(lost.card_no, "7", "cash")  # ...and this one never left
+    await station.top_up(lost.card_no, "7", "cash")  # ...and this one never left
     outbox = [(e.op.client_seq, e.op.op_id) for e in station.store.outbox()]
     receipts_left = station.store.numbers_left(Series.RECEIPT)
 
@@ -181,10 +181,10 @@ async def test_a_damaged_download_changes_nothing_and_the_rows_are_used_instead(
     station = Station(central, tmp_path / "a", "a", transport=faulty)
     await station.enroll_and_login("cash")
     store = station.store
-    reg = await station.desk.register_patient(ZHANG)
+    reg = await station.register(ZHANG)
     await station.engine.sync_once()
     station.offline()
-    await station.desk.issue_card(reg.patient_id, "20", "cash")
+    await station.issue_card(reg.patient_id, "20", "cash")
 
     def replica() -> tuple[object, ...]:
         return (
@@ -261,8 +261,8 @@ async def test_an_image_is_reused_and_rebuilt_once_stale(
     assert [t for _, t, _ in bootstraps(central)] == [old, old]
 
     images.stale_changes = 2
-    reg = await a.desk.register_patient(ZHANG)
-    await a.desk.issue_card(reg.patient_id, "50", "cash")  # 3 more rows: stale
+    reg = await a.register(ZHANG)
+    await a.issue_card(reg.patient_id, "50", "cash")  # 3 more rows: stale
     await a.engine.sync_once()
     c = Station(central, tmp_path / "c", "c")
     await c.enroll_and_login("cash")  # the stale image, then a pull of the rest

@@ -19,7 +19,7 @@ from domain.roles import ROLE_NAMES, ROLES
 from sync.protocol import PushRequest
 from tests.harness import Central, Station
 from workstation.cli import main
-from workstation.i18n import I18n
+from workstation.desk.i18n import I18n
 
 # One valid example of each command: a new command adds its own here.
 EXAMPLES: dict[str, Command] = {

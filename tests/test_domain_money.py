@@ -14,7 +14,7 @@ from domain.money import (
     parse_amount,
     parse_payment_method,
 )
-from workstation.receipts import yuan_in_words
+from workstation.desk.receipts import yuan_in_words
 
 
 @pytest.mark.parametrize(

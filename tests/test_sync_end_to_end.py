@@ -15,9 +15,9 @@ from local_db.store import LocalStore
 from server.db import REPLICATED, ops, transfers
 from sync.client import Offline
 from tests.harness import Central, Station
-from workstation.desk import RegistrationForm
+from workstation.desk import RegistrationDraft
 
-ZHANG = RegistrationForm(
+ZHANG = RegistrationDraft(
     name="张三丰",
     sex="F",
     birth_date="",
@@ -26,7 +26,7 @@ ZHANG = RegistrationForm(
     phone="13812345678",
     address="北京市东城区",
 )
-LI = RegistrationForm(
+LI = RegistrationDraft(
     name="李单",
     sex="M",
     birth_date="",
@@ -85,10 +85,10 @@ async def test_offline_and_online_work_converge(
 ) -> None:
     a, b = pair
     a.offline()
-    reg_a = await a.desk.register_patient(ZHANG)
-    card_a = await a.desk.issue_card(reg_a.patient_id, "50", "cash")
-    await a.desk.top_up(card_a.card_no, "100.50", "wechat")
-    await a.desk.top_up(card_a.card_no, "20", "alipay")
+    reg_a = await a.register(ZHANG)
+    card_a = await a.issue_card(reg_a.patient_id, "50", "cash")
+    await a.top_up(card_a.card_no, "100.50", "wechat")
+    await a.top_up(card_a.card_no, "20", "alipay")
     view = a.desk.patient(reg_a.patient_id)
     assert view is not None and view.pending and view.balance_fen == 5000 + 10050 + 2000
     assert view.confirmed_balance_fen == 0
@@ -97,10 +97,10 @@ async def test_offline_and_online_work_converge(
         await a.engine.sync_once()  # offline: fails, loses nothing
     assert a.store.outbox_stats().pending == 4
 
-    reg_b = await b.desk.register_patient(LI)
-    card_b = await b.desk.issue_card(reg_b.patient_id, "10", "bank_card")
-    await b.desk.top_up(card_b.card_no, "300", "cash")
-    await b.desk.top_up(card_b.card_no, "0.01", "cash")
+    reg_b = await b.register(LI)
+    card_b = await b.issue_card(reg_b.patient_id, "10", "bank_card")
+    await b.top_up(card_b.card_no, "300", "cash")
+    await b.top_up(card_b.card_no, "0.01", "cash")
     await b.engine.sync_once()
     assert b.store.outbox_stats().pending == 0
 
@@ -145,9 +145,9 @@ async def test_lost_push_response_is_retried_and_applied_once(
     faulty = LoseFirstPushResponse(central.transport())
     a = Station(central, tmp_path / "a", "window-a", transport=faulty)
     await a.enroll_and_login("cash_a")
-    reg = await a.desk.register_patient(ZHANG)
-    card = await a.desk.issue_card(reg.patient_id, "50", "cash")
-    await a.desk.top_up(card.card_no, "88", "cash")
+    reg = await a.register(ZHANG)
+    card = await a.issue_card(reg.patient_id, "50", "cash")
+    await a.top_up(card.card_no, "88", "cash")
     with pytest.raises(Offline):
         await a.engine.sync_once()
     assert faulty.dropped == 1
@@ -167,12 +167,12 @@ async def test_same_id_registered_on_both_ends_in_sync_issues(
 ) -> None:
     a, b = pair
     a.offline()
-    reg_a = await a.desk.register_patient(ZHANG)
-    card_a = await a.desk.issue_card(reg_a.patient_id, "50", "cash")
-    await a.desk.top_up(card_a.card_no, "30", "cash")
+    reg_a = await a.register(ZHANG)
+    card_a = await a.issue_card(reg_a.patient_id, "50", "cash")
+    await a.top_up(card_a.card_no, "30", "cash")
 
-    reg_b = await b.desk.register_patient(ZHANG)  # same ID number, online first
-    card_b = await b.desk.issue_card(reg_b.patient_id, "20", "cash")
+    reg_b = await b.register(ZHANG)  # same ID number, online first
+    card_b = await b.issue_card(reg_b.patient_id, "20", "cash")
     await b.engine.sync_once()
 
     a.online()
@@ -206,16 +206,16 @@ async def test_top_up_to_card_cancelled_on_server_lands_in_sync_issues(
     s = Station(central, tmp_path / "s", "supervisor-desk")
     await a.enroll_and_login("cash_a")
     await s.enroll_and_login("boss")
-    reg = await a.desk.register_patient(ZHANG)
-    card = await a.desk.issue_card(reg.patient_id, "50", "cash")
+    reg = await a.register(ZHANG)
+    card = await a.issue_card(reg.patient_id, "50", "cash")
     await a.engine.sync_once()
 
     a.offline()
-    await a.desk.top_up(card.card_no, "200", "cash")
+    await a.top_up(card.card_no, "200", "cash")
     assert a.desk.patient(reg.patient_id).balance_fen == 25000
 
     await s.engine.sync_once()
-    await s.desk.cancel_card(card.card_no, "卡片损坏")
+    await s.cancel_card(card.card_no, "卡片损坏")
     await s.engine.sync_once()
 
     a.online()

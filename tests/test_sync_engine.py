@@ -27,9 +27,9 @@ from tests.harness import (
     restore,
     work_a_restore_will_lose,
 )
-from workstation.desk import LoginFailed, RegistrationForm
+from workstation.desk import LoginFailed, RegistrationDraft
 
-ZHANG = RegistrationForm("张三丰", "", "", "resident_id", "11010519491231002X", "13812345678")
+ZHANG = RegistrationDraft("张三丰", "", "", "resident_id", "11010519491231002X", "13812345678")
 
 
 def test_backoff_is_exponential_with_full_jitter(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ async def test_run_loop_goes_offline_and_comes_back(
     statuses = []
     station.engine.on_status = statuses.append
     station.offline()
-    await station.desk.register_patient(ZHANG)
+    await station.register(ZHANG)
     task = asyncio.create_task(station.engine.run())
     try:
         for _ in range(200):
@@ -104,11 +104,11 @@ async def test_policy_comes_from_the_server(central_sqlite: Central, tmp_path: P
     save_policy(central_sqlite.engine, Policy(min_first_prepayment_fen=2000, offline_login_days=1))
     station = await cashier_station(central_sqlite, tmp_path)
     assert station.desk.policy.min_first_prepayment_fen == 2000
-    reg = await station.desk.register_patient(ZHANG)
+    reg = await station.register(ZHANG)
     from workstation.desk import CommandRejected
 
     with pytest.raises(CommandRejected) as refused:
-        await station.desk.issue_card(reg.patient_id, "15", "cash")
+        await station.issue_card(reg.patient_id, "15", "cash")
     assert refused.value.rejection.code == "amount_below_minimum"
     assert "20.00" in refused.value.rejection.message("zh")
 
@@ -145,7 +145,7 @@ async def test_offline_login_gets_a_server_session_when_the_network_returns(
     station.offline()
     clerk = await station.desk.login("cash", PASSWORD)
     assert clerk.mode == "offline" and station.client.session_token is None
-    await station.desk.register_patient(ZHANG)
+    await station.register(ZHANG)
     station.online()
     report = await station.engine.sync_once()  # logs in by itself, then pushes
     assert report.pushed == 1 and station.store.outbox_stats().pending == 0
@@ -189,7 +189,7 @@ async def test_large_ops_are_pushed_in_several_requests_all_applied(
     station = await cashier_station(central_sqlite, tmp_path)
     station.offline()
     for i in range(5):
-        form = RegistrationForm(
+        form = RegistrationDraft(
             "张三丰",
             "M",
             "1980-01-01",
@@ -198,7 +198,7 @@ async def test_large_ops_are_pushed_in_several_requests_all_applied(
             "13812345678",
             address="湖北省武汉市" + '"碧水湾"' * 10,
         )
-        await station.desk.register_patient(form)
+        await station.register(form)
     sent: list[int] = []
     push = station.client.push
 
@@ -218,4 +218,28 @@ async def test_large_ops_are_pushed_in_several_requests_all_applied(
         with central_sqlite.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(patients)).scalar_one() == 5
     finally:
+        await station.close()
+
+
+async def test_actions_in_quick_succession_are_all_confirmed_at_the_window(
+    central_sqlite: Central, tmp_path: Path
+) -> None:
+    """A commit made while a sync cycle runs pokes the engine again, and its
+    op leaves at once: with syncs otherwise 3 s apart, each of five top-ups
+    made one after another is confirmed within the window's wait."""
+    station = await cashier_station(central_sqlite, tmp_path)
+    reg = await station.register(ZHANG)
+    card = await station.issue_card(reg.patient_id, "", "cash")
+    await station.engine.sync_once()
+    station.engine.interval_s = 3.0
+    station.desk.settings.ack_wait_s = 2.0
+    runner = asyncio.create_task(station.engine.run())
+    try:
+        await asyncio.sleep(0.1)  # the first cycle has run; the engine waits 3 s now
+        done = [await station.top_up(str(card.card_no), f"{i + 1}", "cash") for i in range(5)]
+        assert [d.confirmed for d in done] == [True] * 5
+        assert all(d.receipt is not None and not d.receipt.provisional for d in done)
+    finally:
+        station.engine.stop()
+        await runner
         await station.close()

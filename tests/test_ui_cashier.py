@@ -51,7 +51,7 @@ async def station(central_sqlite: Central, tmp_path: Path):
     central_sqlite.clerk("cashier", ["cashier"], name="王芳")
     s = Station(central_sqlite, tmp_path / "ws", "window-1")
     code = central_sqlite.auth.create_enrollment_code("window-1")
-    from workstation.desk import enroll_workstation
+    from workstation.desk.core import enroll_workstation
 
     await enroll_workstation(s.client, s.store, code, "window-1")
     s.desk.settings.ack_wait_s = 2.0
@@ -263,12 +263,12 @@ async def test_card_swipe_opens_the_patient(
         await log_in(pilot, app)
         await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
         station.desk.settings.ack_wait_s = 0
-        from workstation.desk import RegistrationForm
+        from workstation.desk import RegistrationDraft
 
-        reg = await station.desk.register_patient(
-            RegistrationForm("李单", "", "", "resident_id", "440524188001010014", "13912345678")
+        reg = await station.register(
+            RegistrationDraft("李单", "", "", "resident_id", "440524188001010014", "13912345678")
         )
-        card = await station.desk.issue_card(reg.patient_id, "", "cash")
+        card = await station.issue_card(reg.patient_id, "", "cash")
         await pilot.press("f2")
         await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
         cashier = app.screen
@@ -281,7 +281,7 @@ async def test_card_swipe_opens_the_patient(
 
 async def test_a_refusal_arriving_in_the_background_is_announced(station: Station) -> None:
     from local_db.store import ServerResult
-    from workstation.desk import RegistrationForm
+    from workstation.desk import RegistrationDraft
 
     app = app_for(station, "en")
     async with app.run_test(size=(140, 45)) as pilot:
@@ -289,8 +289,8 @@ async def test_a_refusal_arriving_in_the_background_is_announced(station: Statio
         await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
         station.offline()  # hold the op in the outbox
         station.desk.settings.ack_wait_s = 0
-        done = await station.desk.register_patient(
-            RegistrationForm("李单", "", "", "resident_id", "440524188001010014", "13912345678")
+        done = await station.register(
+            RegistrationDraft("李单", "", "", "resident_id", "440524188001010014", "13912345678")
         )
         # what the engine does when the server's answer comes back refused
         station.store.record_results(
@@ -324,7 +324,7 @@ async def test_the_status_bar_stays_current_under_a_dialog(station: Station) -> 
         await pilot.press("f1")
         await until(pilot, lambda: isinstance(app.screen, CommandPalette), "command palette")
         bar = app.screen_stack[-2].query_one(StatusBar)
-        await station.desk.register_patient(ZHANG)
+        await station.register(ZHANG)
         await until(pilot, lambda: "Pending 1" in str(bar.render()), "pending count under dialog")
 
 
@@ -344,7 +344,7 @@ async def test_switching_language_keeps_the_results_readable(station: Station) -
     async with app.run_test(size=(140, 45)) as pilot:
         await log_in(pilot, app)
         await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
-        await station.desk.register_patient(ZHANG)
+        await station.register(ZHANG)
         await pilot.press("f2")
         await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
         await type_text(pilot, "zsf")

@@ -18,13 +18,12 @@ from domain.ledger import TransferRow, deposit_account, intake_account
 from domain.numbers import Series
 from domain.patients import PatientRow
 from domain.state import Actor
-from local_db.store import LocalStore, ServerResult
+from local_db.store import ServerResult
 from screens.cashier import CashierScreen
 from screens.sync_issues import SyncIssuesScreen
-from sync.client import SyncClient
 from sync.engine import SyncStatus
-from sync.transports import SwitchableTransport
 from workstation.app import make_app
+from workstation.builder import build_workstation
 from workstation.desk import ClerkSession, Desk, DeskSettings
 
 BEIJING = timezone(timedelta(hours=8))
@@ -115,7 +114,14 @@ def confirmed_rows() -> list[tuple[str, dict, str]]:
 
 @pytest.fixture
 def desk(tmp_path: Path) -> Desk:
-    store = LocalStore(tmp_path / "replica.db", clock=lambda: NOW)
+    station = build_workstation(
+        tmp_path / "replica.db",
+        "http://central.invalid",
+        settings=DeskSettings(window_name="收费窗口 3"),
+        switchable=True,
+        clock=lambda: NOW,
+    )
+    store = station.store
     store.set_meta("device_id", "DEV1")
     store.add_lease("L1", "card", 100_000_100, 100_000_199, "2026-11-01T00:00:00+08:00")
     store.add_lease("L2", "receipt", 500, 999, "2026-11-01T00:00:00+08:00")
@@ -145,15 +151,11 @@ def desk(tmp_path: Path) -> Desk:
         ]
     )
     store.rebase()
-    network = SwitchableTransport()
-    network.cut = True
-    client = SyncClient("http://central.invalid", transport=network)
-    d = Desk(store, client, DeskSettings(window_name="收费窗口 3"), network=network)
+    d = station.desk
     d.clerk = ClerkSession("C1", "cashier", "王芳", frozenset({"cashier"}), "online")
     d.engine.status = SyncStatus(
         online=True, has_session=True, last_success_at=NOW - timedelta(minutes=3)
     )
-    d.network.cut = False  # type: ignore[union-attr]
     return d
 
 

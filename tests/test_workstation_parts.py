@@ -17,9 +17,9 @@ import screens.login
 import screens.sync_issues
 import workstation.app
 from domain.errors import MESSAGES
-from workstation.i18n import CATALOG, I18n, default_language
-from workstation.receipts import Receipt
-from workstation.scan import BurstDetector, classify
+from workstation.desk.i18n import CATALOG, I18n, default_language
+from workstation.desk.receipts import Receipt
+from workstation.desk.scan import BurstDetector, classify
 from workstation.secrets import FileSecretStore, SecretsUnavailable, open_secret_store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,8 +29,8 @@ from screens.login import DemoInfo, LoginScreen
 from screens.sync_issues import SyncIssuesScreen
 from screens.widgets import DeskInput, StatusBar
 from workstation.desk import Desk
+from workstation.desk.i18n import I18n
 from workstation.heap import settle_heap
-from workstation.i18n import I18n
 
 CSS_FILE = Path(__file__).resolve().parent.parent / "screens" / "app.tcss"
 

@@ -245,10 +245,10 @@ def _admin(args: argparse.Namespace) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> None:
-    from local_db.store import LocalStore
-    from sync.client import SyncClient, SyncError
+    from sync.client import SyncError
+    from workstation.builder import build_workstation
     from workstation.config import Settings
-    from workstation.desk import enroll_workstation
+    from workstation.desk.core import enroll_workstation
     from workstation.secrets import SecretsUnavailable, open_secret_store
 
     try:
@@ -256,21 +256,20 @@ def _enroll(args: argparse.Namespace) -> None:
     except SecretsUnavailable as exc:
         sys.exit(f"error: {exc}")
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    store = LocalStore(args.data_dir / "workstation.db")
+    station = build_workstation(args.data_dir / "workstation.db", args.server)
 
     async def enroll() -> str:
-        client = SyncClient(args.server)
         try:
-            return await enroll_workstation(client, store, args.code, args.device_name)
+            return await enroll_workstation(
+                station.client, station.store, args.code, args.device_name
+            )
         finally:
-            await client.aclose()
+            await station.aclose()
 
     try:
         token = asyncio.run(enroll())
     except SyncError as exc:
         sys.exit(f"error: {exc.message_en} / {exc.message_zh}")
-    finally:
-        store.close()
     secrets.set("device_token", token)
     Settings(
         server_url=args.server,
@@ -282,12 +281,11 @@ def _enroll(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from local_db.store import LocalStore
-    from sync.client import SyncClient
     from workstation.app import make_app, run_app
+    from workstation.builder import build_workstation
     from workstation.config import Settings
-    from workstation.desk import Desk, DeskSettings
-    from workstation.i18n import default_language
+    from workstation.desk import DeskSettings
+    from workstation.desk.i18n import default_language
     from workstation.secrets import SecretsUnavailable, open_secret_store
 
     try:
@@ -304,21 +302,22 @@ def _run(args: argparse.Namespace) -> None:
     if token is None:
         sys.exit("error: no device token stored; enroll this workstation again")
     logging.basicConfig(filename=args.data_dir / "workstation.log", level=logging.INFO)
-    store = LocalStore(args.data_dir / "workstation.db")
-    client = SyncClient(settings.server_url, device_token=token)
-    desk = Desk(
-        store,
-        client,
-        DeskSettings(
+    station = build_workstation(
+        args.data_dir / "workstation.db",
+        settings.server_url,
+        device_token=token,
+        settings=DeskSettings(
             hospital_name=settings.hospital_name,
             window_name=settings.window_name,
             receipts_dir=args.data_dir / "receipts",
         ),
     )
     try:
-        run_app(make_app(desk, language=args.lang or settings.language or default_language()))
+        run_app(
+            make_app(station.desk, language=args.lang or settings.language or default_language())
+        )
     finally:
-        store.close()
+        station.store.close()
 
 
 if __name__ == "__main__":

@@ -19,15 +19,14 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from local_db.store import LocalStore
 from server.app import create_app
 from server.auth import AuthService
 from server.db import make_engine
-from sync.client import SyncClient
-from sync.transports import SwitchableTransport
 from workstation.app import make_app, run_app
-from workstation.desk import Desk, DeskSettings, enroll_workstation
-from workstation.i18n import default_language
+from workstation.builder import Workstation, build_workstation
+from workstation.desk import DeskSettings
+from workstation.desk.core import enroll_workstation
+from workstation.desk.i18n import default_language
 from workstation.instance import LOCK_FILE
 from workstation.secrets import FileSecretStore
 
@@ -112,28 +111,29 @@ def run_demo(
     secrets = FileSecretStore(
         data_dir / "secrets.json"
     )  # the demo's explicit choice; said on screen
-    store = LocalStore(data_dir / "workstation.db")
+    station: Workstation | None = None
     try:
         token = secrets.get("device_token")
         if token is None:
             code = AuthService(engine).create_enrollment_code(DEVICE_NAME)  # type: ignore[arg-type]
+            enrolling = build_workstation(data_dir / "workstation.db", server.url)
 
             async def enroll() -> str:
-                client = SyncClient(server.url)
                 try:
-                    return await enroll_workstation(client, store, code, DEVICE_NAME)
+                    return await enroll_workstation(
+                        enrolling.client, enrolling.store, code, DEVICE_NAME
+                    )
                 finally:
-                    await client.aclose()
+                    await enrolling.aclose()
 
             token = asyncio.run(enroll())
             secrets.set("device_token", token)
-        network = SwitchableTransport()
-        client = SyncClient(server.url, device_token=token, transport=network)
-        desk = Desk(
-            store,
-            client,
-            DeskSettings(window_name=DEVICE_NAME, receipts_dir=data_dir / "receipts"),
-            network=network,
+        station = build_workstation(
+            data_dir / "workstation.db",
+            server.url,
+            device_token=token,
+            settings=DeskSettings(window_name=DEVICE_NAME, receipts_dir=data_dir / "receipts"),
+            switchable=True,
         )
         from screens.login import DemoInfo
 
@@ -141,9 +141,10 @@ def run_demo(
             accounts=[(u, p, tuple(roles)) for u, _, roles, p in DEMO_CLERKS],
             secrets_description=(secrets.description_zh, secrets.description),
         )
-        app = make_app(desk, language=language or default_language(), demo=demo)
+        app = make_app(station.desk, language=language or default_language(), demo=demo)
         run_app(app)
     finally:
-        store.close()
+        if station is not None:
+            station.store.close()
         server.stop()
         engine.dispose()  # stops the log checkpointer; the last connection folds the log in

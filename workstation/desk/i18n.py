@@ -310,11 +310,10 @@ class I18n:
             return status
 
     def transfer_kind(self, kind: str) -> str:
-        names = {
-            TransferKind.FIRST_PREPAYMENT.value: ("首次预存", "first prepayment"),
-            TransferKind.TOP_UP.value: ("充值", "top-up"),
-        }
-        return self.pick(names.get(kind, (kind, kind)))
+        try:
+            return self.pick(TransferKind(kind).names)
+        except ValueError:
+            return kind
 
     def command(self, kind: str) -> str:
         command = COMMANDS.get(kind)

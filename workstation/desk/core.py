@@ -1,9 +1,14 @@
-"""The desk: everything a window clerk can do, as the screens call it.
+"""The desk's core: what every window shares. The clerk's session (online and
+offline login), the workstation's status, Sync issues, the patient look-ups
+every window makes, and the one way a window commits a command.
 
-The screens never touch the store, the HTTP client or the rules directly; they
-call this facade, which turns what the clerk typed into a command, commits it
-locally with its outbox entry, pokes the sync engine and hands back what to
-show. Nothing is shown as done before that local commit.
+A window's desk (``CashierDesk`` now; the admission and exam desks later)
+turns what its clerk typed into typed drafts, parsed once, and commits each
+through :meth:`Desk.commit`: the command is decided against the replica and
+committed with its outbox entry in one transaction, then, online, the
+window waits a moment for the server's answer (a future the sync engine
+resolves) so a refusal reaches the clerk at the window and the receipt is
+final. Nothing is shown as done before the local commit.
 """
 
 from __future__ import annotations
@@ -18,39 +23,37 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from ulid import ULID
 
-from domain.cashier.cancel_card import CancelCard
-from domain.cashier.issue_card import IssueCard, Prepayment
-from domain.cashier.top_up import TopUp
-from domain.commands import parse_command
+from domain.commands import Command, parse_command
 from domain.errors import DomainError, Rejection
 from domain.identity import DocumentType, parse_national_id
-from domain.money import parse_amount, parse_payment_method
-from domain.numbers import Series, parse_card_no
-from domain.patients.register import RegisterPatient
+from domain.numbers import parse_card_no
 from domain.state import Actor, Policy
 from local_db.search import PatientHit
-from local_db.store import (
-    ACKED,
-    CONFIRMED,
-    REJECTED,
-    REVIEW,
-    LocalStore,
-    OutboxStats,
-    PatientView,
-)
-from local_db.store import CommandRejected as CommandRejected  # what the screens catch
+from local_db.store import CommandRejected, Executed, LocalStore, PatientView, new_op_id
 from sync.client import Offline, Refused, ServerBusy, SyncClient, SyncError, Unauthorised
 from sync.engine import SyncEngine, SyncStatus
 from sync.transports import SwitchableTransport
-from workstation.receipts import Receipt
 
 log = logging.getLogger(__name__)
 
 _hasher = PasswordHasher()
-CASHIER_ROLES = frozenset({"cashier", "supervisor"})  # who opens the cashier desk
 ACK_WAIT_S = 2.0  # online, wait this long for the server before printing a receipt
+
+__all__ = [
+    "ACK_WAIT_S",
+    "ClerkSession",
+    "CommandRejected",
+    "Committed",
+    "Desk",
+    "DeskSettings",
+    "DeskStatus",
+    "LoginFailed",
+    "NotAllowed",
+    "PatientHit",
+    "PatientView",
+    "enroll_workstation",
+]
 
 
 class LoginFailed(Exception):
@@ -83,29 +86,20 @@ class ClerkSession:
 
 
 @dataclass(frozen=True)
-class RegistrationForm:
-    name: str
-    sex: str
-    birth_date: str
-    doc_type: str
-    doc_no: str
-    phone: str
-    address: str = ""
+class Committed:
+    """A command committed locally, and what the server said of it meanwhile."""
 
-
-@dataclass(frozen=True)
-class Done:
-    """A committed clerk action and what to show for it."""
-
-    kind: str
-    op_id: str
-    patient_id: str
+    executed: Executed
     confirmed: bool  # the server has applied it already
-    mapped: bool = False  # registration matched an existing patient
-    card_no: str | None = None
-    receipt: Receipt | None = None
-    receipt_path: Path | None = None
-    rejection: Rejection | None = None  # the server refused it at once (online)
+    rejection: Rejection | None  # the server refused it at once (online)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return self.executed.decision.result
+
+    @property
+    def op_id(self) -> str:
+        return self.executed.op_id
 
 
 @dataclass(frozen=True)
@@ -144,16 +138,9 @@ async def enroll_workstation(
     return answer.device_token
 
 
-def derive_from_national_id(doc_no: str) -> tuple[str, str] | None:
-    """(birth date ISO, sex) from a valid resident ID number, for the form."""
-    try:
-        nid = parse_national_id(doc_no)
-    except DomainError:
-        return None
-    return nid.birth_date.isoformat(), nid.sex
-
-
 class Desk:
+    """The core every window's desk is built on."""
+
     def __init__(
         self,
         store: LocalStore,
@@ -173,6 +160,9 @@ class Desk:
         self.clerk: ClerkSession | None = None
         self._password: str | None = None  # in memory only, to log in again after an outage
         self._listeners: list[Callable[[], None]] = []
+        from .cashier import CashierDesk  # a window's desk is built on this core
+
+        self.cashier = CashierDesk(self)
 
     # -- status ------------------------------------------------------------
 
@@ -191,7 +181,7 @@ class Desk:
                 log.exception("status listener failed")
 
     def status(self) -> DeskStatus:
-        stats: OutboxStats = self.store.outbox_stats()
+        stats = self.store.outbox_stats()
         sync = self.engine.status
         return DeskStatus(
             online=sync.online if not self.network_cut else False,
@@ -340,7 +330,8 @@ class Desk:
             self.client.session_token = None
         self._notify()
 
-    def _actor(self) -> Actor:
+    def actor(self) -> Actor:
+        """The clerk at the desk, as the rules see them."""
         if self.clerk is None:
             raise NotAllowed(
                 Rejection(code="role_forbidden", params={"roles": "-", "command": "-"})
@@ -350,29 +341,48 @@ class Desk:
     def may(self, command_roles: frozenset[str]) -> bool:
         return self.clerk is not None and self.clerk.has_any(command_roles)
 
-    # -- what the clerk typed -----------------------------------------------
+    # -- the one way a window commits ------------------------------------------
 
-    def parse_amount(self, text: str) -> int:
-        """Fen from a typed yuan amount, or DomainError with the reason."""
-        return parse_amount(text, limit_fen=self.policy.max_amount_fen)
+    async def check(self, build: Callable[[LocalStore], Command]) -> None:
+        """Decide the command against the replica without writing anything
+        (numbers taken are given back): raises CommandRejected, or DomainError
+        from ``build``, so a form shows the refusal before the clerk confirms."""
+        await asyncio.to_thread(self.store.check, self.actor(), build)
 
-    @staticmethod
-    def parse_card(text: str) -> str:
-        return parse_card_no(text)
+    async def commit(self, build: Callable[[LocalStore], Command]) -> Committed:
+        """Commit the command with its outbox entry; online, wait up to
+        ``ack_wait_s`` for the server's answer. Raises CommandRejected (the
+        rules said no; nothing written) or DomainError from ``build``."""
+        actor = self.actor()
+        online = (
+            not self.network_cut
+            and bool(self.engine.status.online)
+            and self.engine.status.has_session
+        )
+        op_id = new_op_id()
+        # asked for before the commit, so the engine cannot answer first
+        answer = self.engine.answer_for(op_id) if online else None
+        try:
+            executed = await asyncio.to_thread(self.store.execute, actor, build, op_id)
+        except BaseException:
+            if answer is not None:
+                answer.cancel()
+            raise
+        self._notify()
+        self.engine.poke()
+        if answer is None:
+            return Committed(executed, confirmed=False, rejection=None)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(answer), self.settings.ack_wait_s)
+        except TimeoutError:
+            answer.cancel()
+            return Committed(executed, confirmed=False, rejection=None)
+        if result.status in ("rejected", "needs_review"):
+            rejection = Rejection(code=result.code or result.status, params=result.params or {})
+            return Committed(executed, confirmed=False, rejection=rejection)
+        return Committed(executed, confirmed=True, rejection=None)
 
-    @staticmethod
-    def derive_from_national_id(doc_no: str) -> tuple[str, str] | None:
-        return derive_from_national_id(doc_no)
-
-    def numbers_left(self) -> tuple[int, int]:
-        """(card numbers, receipt numbers) left in this workstation's leased blocks."""
-        return self.store.numbers_left(Series.CARD), self.store.numbers_left(Series.RECEIPT)
-
-    def next_card_no(self) -> str | None:
-        """The card number the next issue will take from this workstation's block."""
-        return self.store.peek_number(Series.CARD)
-
-    # -- reads -------------------------------------------------------------
+    # -- look-ups every window makes --------------------------------------------
 
     def search(self, query: str, limit: int = 20) -> list[PatientHit]:
         return self.store.search(query, limit)
@@ -394,167 +404,6 @@ class Desk:
         number = parse_national_id(doc_no).number
         found = self.store.patient_by_document(DocumentType.RESIDENT_ID.value, number)
         return self.store.patient_view(found.patient_id) if found else None
-
-    # -- commands ------------------------------------------------------------
-
-    async def register_patient(self, form: RegistrationForm) -> Done:
-        birth_date, sex = form.birth_date.strip(), form.sex.strip()
-        if form.doc_type == DocumentType.RESIDENT_ID and (not birth_date or not sex):
-            derived = derive_from_national_id(form.doc_no)
-            if derived is not None:
-                birth_date = birth_date or derived[0]
-                sex = sex or derived[1]
-        actor = self._actor()
-        command = RegisterPatient(
-            patient_id=str(ULID()),
-            name=form.name,
-            sex=sex or "U",
-            birth_date=birth_date,
-            doc_type=form.doc_type,
-            doc_no=form.doc_no,
-            phone=form.phone,
-            address=form.address,
-        )
-        executed = await asyncio.to_thread(self.store.execute, actor, lambda _store: command)
-        rejection, confirmed = await self._after_commit(executed.op_id)
-        result = executed.decision.result
-        return Done(
-            kind=command.kind,
-            op_id=executed.op_id,
-            patient_id=result["patient_id"],
-            confirmed=confirmed,
-            mapped=bool(result.get("mapped")),
-            rejection=rejection,
-        )
-
-    async def issue_card(self, patient_id: str, amount_text: str, method: str) -> Done:
-        """Issue the next card of this workstation's block; an amount makes the first prepayment."""
-        prepay_fen = (
-            parse_amount(amount_text, limit_fen=self.policy.max_amount_fen)
-            if amount_text.strip()
-            else None
-        )
-        payment = parse_payment_method(method) if prepay_fen is not None else None
-        actor = self._actor()
-
-        def build(store: LocalStore) -> IssueCard:
-            prepayment = None
-            if prepay_fen is not None and payment is not None:
-                prepayment = Prepayment(
-                    transfer_id=str(ULID()),
-                    amount_fen=prepay_fen,
-                    method=payment.value,
-                    receipt_no=store.take_number(Series.RECEIPT),
-                )
-            return IssueCard(
-                card_no=store.take_number(Series.CARD), patient_id=patient_id, prepayment=prepayment
-            )
-
-        executed = await asyncio.to_thread(self.store.execute, actor, build)
-        rejection, confirmed = await self._after_commit(executed.op_id)
-        result = executed.decision.result
-        receipt, path = None, None
-        if result.get("receipt_no") and rejection is None:
-            receipt, path = await asyncio.to_thread(self._receipt, result["receipt_no"], confirmed)
-        return Done(
-            kind=IssueCard.kind,
-            op_id=executed.op_id,
-            patient_id=result["patient_id"],
-            confirmed=confirmed,
-            card_no=result["card_no"],
-            receipt=receipt,
-            receipt_path=path,
-            rejection=rejection,
-        )
-
-    async def top_up(self, card_text: str, amount_text: str, method: str) -> Done:
-        card_no = parse_card_no(card_text)
-        amount = parse_amount(amount_text, limit_fen=self.policy.max_amount_fen)
-        payment = parse_payment_method(method)
-        actor = self._actor()
-
-        def build(store: LocalStore) -> TopUp:
-            return TopUp(
-                transfer_id=str(ULID()),
-                card_no=card_no,
-                amount_fen=amount,
-                method=payment.value,
-                receipt_no=store.take_number(Series.RECEIPT),
-            )
-
-        executed = await asyncio.to_thread(self.store.execute, actor, build)
-        rejection, confirmed = await self._after_commit(executed.op_id)
-        result = executed.decision.result
-        receipt, path = None, None
-        if rejection is None:
-            receipt, path = await asyncio.to_thread(self._receipt, result["receipt_no"], confirmed)
-        return Done(
-            kind=TopUp.kind,
-            op_id=executed.op_id,
-            patient_id=result["patient_id"],
-            confirmed=confirmed,
-            card_no=card_no,
-            receipt=receipt,
-            receipt_path=path,
-            rejection=rejection,
-        )
-
-    async def cancel_card(self, card_text: str, reason: str) -> Done:
-        card_no = parse_card_no(card_text)
-        actor = self._actor()
-        command = CancelCard(card_no=card_no, reason=reason)
-        executed = await asyncio.to_thread(self.store.execute, actor, lambda _store: command)
-        rejection, confirmed = await self._after_commit(executed.op_id)
-        card = self.store.card(card_no)
-        return Done(
-            kind=CancelCard.kind,
-            op_id=executed.op_id,
-            patient_id=card.patient_id if card else "",
-            confirmed=confirmed,
-            card_no=card_no,
-            rejection=rejection,
-        )
-
-    async def _after_commit(self, op_id: str) -> tuple[Rejection | None, bool]:
-        """Poke the engine; online, give the server a moment to answer so the
-        clerk learns of a refusal at the window and the receipt is final."""
-        self._notify()
-        self.engine.poke()
-        if self.network_cut or not self.engine.status.online or not self.engine.status.has_session:
-            return None, False
-        deadline = asyncio.get_running_loop().time() + self.settings.ack_wait_s
-        while asyncio.get_running_loop().time() < deadline:
-            state, answer = await asyncio.to_thread(self.store.op_answer, op_id)
-            if state in (ACKED, CONFIRMED):
-                return None, True
-            if state in (REJECTED, REVIEW) and answer is not None:
-                return Rejection(
-                    code=answer.get("code") or "rejected", params=answer.get("params") or {}
-                ), False
-            await asyncio.sleep(0.05)
-        return None, False
-
-    def _receipt(self, receipt_no: str, confirmed: bool) -> tuple[Receipt, Path]:
-        transfer = self.store.transfer_by_receipt(receipt_no)
-        if transfer is None:
-            raise DomainError("transfer_exists")
-        view = self.store.patient_view(transfer.patient_id)
-        receipt = Receipt(
-            receipt_no=receipt_no,
-            kind=transfer.kind,
-            at=transfer.at,
-            hospital=self.settings.hospital_name,
-            window=self.settings.window_name,
-            clerk_name=self.clerk.name if self.clerk else transfer.clerk_id,
-            patient_name=view.patient.name if view else "",
-            card_no=transfer.card_no or "",
-            amount_fen=transfer.amount_fen,
-            method=transfer.method,
-            balance_after_fen=view.balance_fen if view else 0,
-            provisional=not confirmed,
-        )
-        path = receipt.write(self.settings.receipts_dir, "zh")
-        return receipt, path
 
     # -- Sync issues ---------------------------------------------------------
 
