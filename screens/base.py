@@ -26,11 +26,11 @@ class Translated:
 
     @property
     def desk(self) -> Desk:
-        return self.app.desk  # type: ignore[no-any-return]
+        return self.app.desk  # type: ignore[no-any-return,unused-ignore]
 
     @property
     def i18n(self) -> I18n:
-        return self.app.i18n  # type: ignore[no-any-return]
+        return self.app.i18n  # type: ignore[no-any-return,unused-ignore]
 
     def t(self, key: str, **params: object) -> str:
         return self.i18n.t(key, **params)

@@ -69,7 +69,7 @@ class HomeScreen(DeskScreen[None]):
                 self.t("home.not_available", desk=self.t(desk[1]))
             )
             return
-        self.app.open_desk(name)  # type: ignore[attr-defined]
+        self.app.open_desk(name)
 
     async def action_logout(self) -> None:
-        await self.app.logout()  # type: ignore[attr-defined]
+        await self.app.logout()

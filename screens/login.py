@@ -97,4 +97,4 @@ class LoginScreen(DeskScreen[None]):
         error.update("")
         if clerk.mode == "offline":
             self.app.notify(self.t("login.offline_ok"), timeout=8)
-        self.app.logged_in()  # type: ignore[attr-defined]
+        self.app.logged_in()

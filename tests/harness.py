@@ -13,7 +13,7 @@ from server.app import create_app
 from server.db import make_engine, start_new_epoch
 from sync.transports import SwitchableTransport
 from workstation.builder import SyncTiming, build_workstation
-from workstation.desk import DeskSettings, Done, RegistrationDraft
+from workstation.desk import DeskSettings, Done, PatientView, RegistrationDraft
 from workstation.desk.core import enroll_workstation
 
 PASSWORD = "secret-123"
@@ -98,14 +98,22 @@ class Station:
         cashier = self.desk.cashier
         return await cashier.commit(cashier.issue_card_draft(view, amount_text, method))
 
-    async def top_up(self, card_text: str, amount_text: str, method: str) -> Done:
+    async def top_up(self, card_text: str | None, amount_text: str, method: str) -> Done:
+        assert card_text is not None
         view = self.desk.patient_by_card(card_text)
         cashier = self.desk.cashier
         return await cashier.commit(cashier.top_up_draft(view, card_text, amount_text, method))
 
-    async def cancel_card(self, card_text: str, reason: str) -> Done:
+    async def cancel_card(self, card_text: str | None, reason: str) -> Done:
+        assert card_text is not None
         cashier = self.desk.cashier
         return await cashier.commit(cashier.cancel_card_draft(card_text, reason))
+
+    def view(self, patient_id: str) -> PatientView:
+        """The patient as the clerk at this station sees them."""
+        view = self.desk.patient(patient_id)
+        assert view is not None, patient_id
+        return view
 
     def offline(self) -> None:
         self.network.cut = True

@@ -304,7 +304,9 @@ def test_sqlite_server_connection_settings(
             "temp_store": 2,  # MEMORY
             "wal_autocheckpoint": WAL_CHECKPOINT_PAGES,
         }
-        assert mapped >= 256 * 1024 * 1024  # reads through a memory map (capped by the build)
+        assert (
+            mapped is not None and mapped >= 256 * 1024 * 1024
+        )  # reads through a memory map (capped by the build)
     finally:
         engine.dispose()
 

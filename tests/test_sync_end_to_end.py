@@ -89,7 +89,7 @@ async def test_offline_and_online_work_converge(
     card_a = await a.issue_card(reg_a.patient_id, "50", "cash")
     await a.top_up(card_a.card_no, "100.50", "wechat")
     await a.top_up(card_a.card_no, "20", "alipay")
-    view = a.desk.patient(reg_a.patient_id)
+    view = a.view(reg_a.patient_id)
     assert view is not None and view.pending and view.balance_fen == 5000 + 10050 + 2000
     assert view.confirmed_balance_fen == 0
     assert a.store.outbox_stats().pending == 4
@@ -115,7 +115,7 @@ async def test_offline_and_online_work_converge(
     assert len(server["patients"]) == 2 and len(server["transfers"]) == 6
     assert pending_rows(a.store) == 0 and pending_rows(b.store) == 0
     assert a.store.outbox_stats().pending == 0 and a.store.issues() == []
-    view_b = b.desk.patient(reg_a.patient_id)
+    view_b = b.view(reg_a.patient_id)
     assert view_b is not None and view_b.balance_fen == 17050 and not view_b.pending
     # card and receipt numbers made offline and online never collide
     receipts = [t["receipt_no"] for t in server["transfers"]]
@@ -158,7 +158,7 @@ async def test_lost_push_response_is_retried_and_applied_once(
         assert conn.execute(select(func.count()).select_from(ops)).scalar() == 3
         assert conn.execute(select(func.count()).select_from(transfers)).scalar() == 2
     assert replica_rows(a.store) == server_rows(central)
-    assert a.desk.patient(reg.patient_id).balance_fen == 13800
+    assert a.view(reg.patient_id).balance_fen == 13800
     await a.close()
 
 
@@ -187,7 +187,7 @@ async def test_same_id_registered_on_both_ends_in_sync_issues(
     assert issues["top_up"]["code"] == "card_unknown"
     assert report.rejected == 2
     # the refused effects left A's view; the patient is B's record, balance as the server has it
-    view = a.desk.patient(reg_a.patient_id)
+    view = a.view(reg_a.patient_id)
     assert view is not None and view.patient.patient_id == reg_b.patient_id
     assert view.balance_fen == 2000 and [c.card_no for c in view.cards] == [card_b.card_no]
     assert replica_rows(a.store) == server_rows(central)
@@ -212,7 +212,7 @@ async def test_top_up_to_card_cancelled_on_server_lands_in_sync_issues(
 
     a.offline()
     await a.top_up(card.card_no, "200", "cash")
-    assert a.desk.patient(reg.patient_id).balance_fen == 25000
+    assert a.view(reg.patient_id).balance_fen == 25000
 
     await s.engine.sync_once()
     await s.cancel_card(card.card_no, "卡片损坏")
@@ -223,7 +223,7 @@ async def test_top_up_to_card_cancelled_on_server_lands_in_sync_issues(
     assert report.rejected == 1
     [issue] = a.desk.issues()
     assert issue["kind"] == "rejected" and issue["code"] == "card_not_active"
-    view = a.desk.patient(reg.patient_id)
+    view = a.view(reg.patient_id)
     assert view.balance_fen == 5000  # the refused top-up left the view
     assert view.cards[0].status == "cancelled"
     assert a.store.outbox_stats().open_issues == 1

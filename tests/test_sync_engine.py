@@ -17,7 +17,7 @@ from domain.state import Policy
 from local_db.store import OutboxEntry
 from server.db import patients, save_policy, transfers
 from sync.client import Offline
-from sync.engine import SyncEngine, wire_bytes_bound, within_bytes
+from sync.engine import SyncEngine, SyncStatus, wire_bytes_bound, within_bytes
 from sync.protocol import PushRequest, PushResponse
 from tests.harness import (
     PASSWORD,
@@ -48,7 +48,7 @@ async def test_run_loop_goes_offline_and_comes_back(
     central_sqlite: Central, tmp_path: Path
 ) -> None:
     station = await cashier_station(central_sqlite, tmp_path)
-    statuses = []
+    statuses: list[SyncStatus] = []
     station.engine.on_status = statuses.append
     station.offline()
     await station.register(ZHANG)

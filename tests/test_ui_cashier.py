@@ -229,7 +229,11 @@ async def test_wrong_password_then_lockout_offline(station: Station) -> None:
             await type_text(pilot, "wrong")
             await pilot.press("enter")
             if attempt < attempts:
-                await until(pilot, lambda n=attempt: failures() == n, f"failure {attempt} counted")
+
+                def counted(n: int = attempt) -> bool:
+                    return bool(failures() == n)
+
+                await until(pilot, counted, f"failure {attempt} counted")
         await until(pilot, lambda: "锁定" in screen_text(app, "#login-error"), "locked out")
         # the right password does not help while locked
         app.screen.query_one("#password").focus()

@@ -18,11 +18,11 @@ from domain.ledger import TransferRow, deposit_account, intake_account
 from domain.numbers import Series
 from domain.patients import PatientRow
 from domain.state import Actor
-from local_db.store import ServerResult
+from local_db.store import LocalStore, ServerResult
 from screens.cashier import CashierScreen
 from screens.sync_issues import SyncIssuesScreen
 from sync.engine import SyncStatus
-from workstation.app import make_app
+from workstation.app import WindowApp, make_app
 from workstation.builder import build_workstation
 from workstation.desk import ClerkSession, Desk, DeskSettings
 
@@ -129,16 +129,17 @@ def desk(tmp_path: Path) -> Desk:
     actor = Actor("C1", frozenset({"cashier"}), "DEV1")
     # one top-up still pending, one the server refused
     for transfer_id, amount in (("T002", 10050), ("T003", 20000)):
-        store.execute(
-            actor,
-            lambda s, t=transfer_id, a=amount: TopUp(
+
+        def top_up(s: LocalStore, t: str = transfer_id, a: int = amount) -> TopUp:
+            return TopUp(
                 transfer_id=t,
                 card_no="1000000008",
                 amount_fen=a,
                 method="wechat",
                 receipt_no=s.take_number(Series.RECEIPT),
-            ),
-        )
+            )
+
+        store.execute(actor, top_up)
     refused = store.outbox()[0].op
     store.record_results(
         [
@@ -204,6 +205,7 @@ async def _open_cashier_with_search(pilot: Pilot) -> None:
             break
         await pilot.pause(0.02)
     await _tables_settled(pilot)
+    assert isinstance(app, WindowApp)
     app.refresh_status()
     await pilot.pause()
 
@@ -217,6 +219,7 @@ async def _open_issues(pilot: Pilot) -> None:
             break
         await pilot.pause(0.02)
     await _tables_settled(pilot)
+    assert isinstance(app, WindowApp)
     app.refresh_status()
     await pilot.pause()
 

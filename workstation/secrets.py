@@ -12,8 +12,9 @@ import concurrent.futures
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 SERVICE = "hospital-window-workstation"
 KEYRING_TIMEOUT_S = 5.0
@@ -89,7 +90,7 @@ class KeyringSecretStore:
         self.description = f"system keyring ({type(backend).__name__})"
         self.description_zh = f"系统密钥环（{type(backend).__name__}）"
 
-    def _call(self, fn, *args):  # type: ignore[no-untyped-def]
+    def _call(self, fn: Callable[..., Any], *args: str) -> Any:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             future = pool.submit(fn, *args)
             try:
@@ -100,7 +101,8 @@ class KeyringSecretStore:
                 ) from None
 
     def get(self, name: str) -> str | None:
-        return self._call(self._keyring.get_password, f"{SERVICE}:{self.namespace}", name)  # type: ignore[no-any-return]
+        found = self._call(self._keyring.get_password, f"{SERVICE}:{self.namespace}", name)
+        return str(found) if found is not None else None
 
     def set(self, name: str, value: str) -> None:
         self._call(self._keyring.set_password, f"{SERVICE}:{self.namespace}", name, value)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from server.app import create_app
 from server.auth import AuthService
@@ -46,10 +48,10 @@ def free_port() -> int:
 class EmbeddedServer:
     """The central server in a background thread of this process."""
 
-    def __init__(self, app: object, port: int) -> None:
+    def __init__(self, app: FastAPI, port: int) -> None:
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
-        )  # type: ignore[arg-type]
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="central-server", daemon=True)
         self.url = f"http://127.0.0.1:{port}"
@@ -71,7 +73,7 @@ class EmbeddedServer:
         self.thread.join(timeout=5)
 
 
-def prepare(data_dir: Path, patients: int, reset: bool) -> tuple[EmbeddedServer, object]:
+def prepare(data_dir: Path, patients: int, reset: bool) -> tuple[EmbeddedServer, Engine]:
     if reset and data_dir.exists():
         for entry in data_dir.iterdir():  # all but the lock this process holds
             if entry.name == LOCK_FILE:
@@ -115,7 +117,7 @@ def run_demo(
     try:
         token = secrets.get("device_token")
         if token is None:
-            code = AuthService(engine).create_enrollment_code(DEVICE_NAME)  # type: ignore[arg-type]
+            code = AuthService(engine).create_enrollment_code(DEVICE_NAME)
             enrolling = build_workstation(data_dir / "workstation.db", server.url)
 
             async def enroll() -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import locale
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from domain.cards import CardStatus
 from domain.commands import COMMANDS
@@ -319,7 +319,7 @@ class I18n:
         command = COMMANDS.get(kind)
         return self.pick(command.names) if command else kind
 
-    def roles(self, roles: frozenset[str] | list[str]) -> str:
+    def roles(self, roles: Iterable[str]) -> str:
         separator = ", " if self.en else "、"
         return separator.join(self.pick(ROLE_NAMES.get(r, (r, r))) for r in sorted(roles))
 
