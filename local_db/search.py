@@ -131,3 +131,16 @@ def _search_digits(conn: sqlite3.Connection, digits: str, limit: int) -> list[Pa
             )
         )
     return hits
+
+
+def patients_by_id(conn: sqlite3.Connection, patient_ids: list[str]) -> list[PatientHit]:
+    """The search lines of these patients (those that still exist)."""
+    hits: list[PatientHit] = []
+    for start in range(0, len(patient_ids), 500):  # SQLite's bound-parameter limit
+        chunk = patient_ids[start : start + 500]
+        rows = conn.execute(
+            f"SELECT {_HIT_COLS} FROM patients p WHERE p.patient_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        hits += _hits(rows, "id")
+    return hits

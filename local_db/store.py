@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -44,11 +45,13 @@ from domain.rows import Row, columns_of
 from domain.state import Actor, OpContext, Policy
 
 from .image import IMAGE_KEYS, SCHEMA_ID, fsync_directory, image_info
+from .readers import Readers
 from .replica_state import ReplicaState
 from .schema import SEARCH_TRIGGERS, migrate, register_functions
-from .search import PatientHit, search_patients
+from .search import PatientHit, patients_by_id, search_patients
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 # outbox states
 PENDING = "pending"  # not yet answered by the server
@@ -135,6 +138,39 @@ class PatientView:
     @property
     def active_card(self) -> CardLine | None:
         return next((c for c in self.cards if c.status == "active"), None)
+
+
+@dataclass(frozen=True)
+class RowsChanged:
+    """What one commit changed: replicated rows by table and key, and the
+    patients they belong to; ``everything`` after a bootstrap."""
+
+    rows: dict[str, frozenset[str]]
+    patients: frozenset[str]
+    everything: bool = False
+
+    def merged(self, other: RowsChanged) -> RowsChanged:
+        rows = dict(self.rows)
+        for table, keys in other.rows.items():
+            rows[table] = rows.get(table, frozenset()) | keys
+        return RowsChanged(
+            rows=rows,
+            patients=self.patients | other.patients,
+            everything=self.everything or other.everything,
+        )
+
+    def touches(self, table: str) -> bool:
+        return self.everything or table in self.rows
+
+
+@dataclass
+class _Changes:
+    """Gathered during a transaction, published after its commit."""
+
+    rows: dict[str, set[str]] = field(default_factory=dict)
+    patients: set[str] = field(default_factory=set)
+    everything: bool = False
+    figures: bool = False  # the outbox or Sync issues changed: count again
 
 
 @dataclass(frozen=True)
@@ -225,8 +261,15 @@ class LocalStore:
         self._checkpointer: sqlite3.Connection | None = None
         # Guards the checkpointer, which the engine uses without the store's lock.
         self._checkpoint_lock = threading.Lock()
+        self._readers = Readers(self._open_reader)
+        self._writer: int | None = None  # the thread inside a transaction
+        self._depth = 0
+        self._changes = _Changes()
+        self._listeners: list[Callable[[RowsChanged], None]] = []
+        self._figures = OutboxStats(pending=0, oldest_at=None, open_issues=0)
         with self.lock:
             self._open()
+            self._figures = self._count_figures()
 
     def _open(self) -> None:
         """Connect to the replica file and bring its schema up to date. Everything
@@ -248,10 +291,67 @@ class LocalStore:
         migrate(self.db)
         self.state = ReplicaState(self.conn, self.policy)
 
+    def _open_reader(self) -> sqlite3.Connection:
+        """A read-only connection for the screens (see local_db.readers)."""
+        conn = sqlite3.connect(
+            Path(self.path).resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=5000")
+        # a small page cache each: the screens read a few pages a query, and
+        # the pages they share stay in the operating system's cache
+        conn.execute("PRAGMA cache_size=-8192")
+        register_functions(conn)
+        return conn
+
     def close(self) -> None:
-        with self.lock:
+        with self.lock, self._readers.swap.exclusive():
+            self._readers.close_idle()
             self.conn.close()
         self._close_checkpointer()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection to read the last committed state without waiting for
+        the writer. Inside a transaction (the same thread), the writer's own
+        connection, which sees that transaction's writes."""
+        if self.path == ":memory:" or self._writer == threading.get_ident():
+            with self.lock:
+                yield self.conn
+            return
+        with self._readers.connection() as conn:
+            yield conn
+
+    def _read_state(self, conn: sqlite3.Connection) -> ReplicaState:
+        return self.state if conn is self.conn else ReplicaState(conn, self.policy)
+
+    # -- what changed, for the screens --------------------------------------------
+
+    def subscribe(self, listener: Callable[[RowsChanged], None]) -> None:
+        """Called after every commit that changed rows or the status figures,
+        from the committing thread; keep it quick (post a message)."""
+        self._listeners.append(listener)
+
+    def outbox_stats(self) -> OutboxStats:
+        """Pending operations, the oldest's time and open Sync issues: kept in
+        memory, updated as each commit changes them, so the status bar never
+        reads the store."""
+        return self._figures
+
+    def _count_figures(self) -> OutboxStats:
+        pending, oldest = self.conn.execute(
+            "SELECT COUNT(*), MIN(at) FROM outbox WHERE state IN (?, ?)", IN_VIEW
+        ).fetchone()
+        issues = self.conn.execute(
+            "SELECT COUNT(*) FROM sync_issues WHERE status = 'open'"
+        ).fetchone()[0]
+        return OutboxStats(pending=int(pending), oldest_at=oldest, open_issues=int(issues))
+
+    def _changed(self, table: str, key: str, row: dict[str, Any] | None = None) -> None:
+        self._changes.rows.setdefault(table, set()).add(key)
+        patient = (row or {}).get("patient_id") if table != "patients" else key
+        if patient:
+            self._changes.patients.add(str(patient))
 
     def _close_checkpointer(self) -> None:
         with self._checkpoint_lock:
@@ -274,15 +374,49 @@ class LocalStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One writer at a time; everything inside commits or nothing does."""
-        with self.lock, self.db.atomic():
-            yield self.conn
+        """One writer at a time; everything inside commits or nothing does.
+        After the outermost commit, the status figures are brought up to
+        date and the listeners told what changed."""
+        with self.lock:
+            outermost = self._depth == 0
+            self._depth += 1
+            self._writer = threading.get_ident()
+            try:
+                with self.db.atomic():
+                    yield self.conn
+            except BaseException:
+                if outermost:
+                    self._changes = _Changes()
+                raise
+            finally:
+                self._depth -= 1
+                if outermost:
+                    self._writer = None
+            if outermost:
+                self._publish()
+
+    def _publish(self) -> None:
+        changes, self._changes = self._changes, _Changes()
+        if changes.figures:
+            self._figures = self._count_figures()
+        if not (changes.rows or changes.everything or changes.figures):
+            return
+        notice = RowsChanged(
+            rows={table: frozenset(keys) for table, keys in changes.rows.items()},
+            patients=frozenset(changes.patients),
+            everything=changes.everything,
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(notice)
+            except Exception:
+                log.exception("rows-changed listener failed")
 
     # -- sync state ---------------------------------------------------------
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        with self.lock:
-            row = self.conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+        with self.read() as conn:
+            row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
         return row[0] if row is not None else default
 
     def set_meta(self, key: str, value: str | None) -> None:
@@ -312,6 +446,7 @@ class LocalStore:
 
     def add_lease(self, lease_id: str, series: str, first: int, last: int, granted_at: str) -> None:
         with self.transaction():
+            self._changed("leases", lease_id)
             self.conn.execute(
                 "INSERT OR IGNORE INTO leases (lease_id, series, first, last, next, granted_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -319,16 +454,16 @@ class LocalStore:
             )
 
     def numbers_left(self, series: Series) -> int:
-        with self.lock:
-            row = self.conn.execute(
+        with self.read() as conn:
+            row = conn.execute(
                 "SELECT COALESCE(SUM(last - next + 1), 0) FROM leases WHERE series = ? AND next <= last",
                 (series.value,),
             ).fetchone()
         return int(row[0])
 
     def peek_number(self, series: Series) -> str | None:
-        with self.lock:
-            row = self.conn.execute(
+        with self.read() as conn:
+            row = conn.execute(
                 "SELECT next FROM leases WHERE series = ? AND next <= last ORDER BY first LIMIT 1",
                 (series.value,),
             ).fetchone()
@@ -345,6 +480,7 @@ class LocalStore:
             zh, en = SERIES_NAMES[series]
             raise DomainError("numbers_exhausted", series_zh=zh, series_en=en)
         self.conn.execute("UPDATE leases SET next = next + 1 WHERE lease_id = ?", (row[0],))
+        self._changed("leases", row[0])
         return number_for(series, int(row[1]))
 
     # -- the clerk's commands ----------------------------------------------
@@ -367,6 +503,7 @@ class LocalStore:
             if self._fail_before_outbox is not None:
                 self._fail_before_outbox()
             op = self._append_outbox(command, ctx, outcome)
+            self._changes.figures = True
         return Executed(op=op, command=command, decision=outcome)
 
     def check(self, actor: Actor, build: Callable[[LocalStore], Command]) -> None:
@@ -434,7 +571,9 @@ class LocalStore:
                     to_json(dict(before)) if before else None,
                 ),
             )
-            self.conn.execute(sql.upsert, sql.values(row.model_dump(), op_id))
+            values = row.model_dump()
+            self.conn.execute(sql.upsert, sql.values(values, op_id))
+            self._changed(row.table, key, values)
 
     # -- the rebase ---------------------------------------------------------
 
@@ -445,11 +584,15 @@ class LocalStore:
         for tbl, key, before in effects:
             sql = self._tables[tbl]
             if before is None:
+                gone = self.conn.execute(sql.select, (key,)).fetchone()
                 self.conn.execute(sql.delete, (key,))
+                self._changed(tbl, key, dict(gone) if gone is not None else None)
             else:
                 old = json.loads(before)
                 self.conn.execute(sql.upsert, sql.values(old, old.get("pending_op")))
-        self.conn.execute("DELETE FROM pending_effects")
+                self._changed(tbl, key, old)
+        if effects:
+            self.conn.execute("DELETE FROM pending_effects")
 
     def _replay(self) -> None:
         """Decide every still-pending op again, in order, against the new state,
@@ -520,9 +663,12 @@ class LocalStore:
                 if sql is None:
                     continue  # a table this version does not know: skip, never fail the pull
                 if row is None:
+                    gone = self.conn.execute(sql.select, (key,)).fetchone()
                     self.conn.execute(sql.delete, (key,))
+                    self._changed(table, key, dict(gone) if gone is not None else None)
                 else:
                     self.conn.execute(sql.upsert, sql.values(row, None))
+                    self._changed(table, key, row)
                 count += 1
             self._set_meta("cursor", str(next_cursor))
             self._set_meta("epoch", epoch)
@@ -531,6 +677,7 @@ class LocalStore:
         return count
 
     def _confirm_through(self, device_last_seq: int) -> None:
+        self._changes.figures = True
         self._set_meta("device_last_seq", str(device_last_seq))
         self.conn.execute(
             "UPDATE outbox SET state = ? WHERE client_seq <= ? AND state IN (?, ?)",
@@ -551,6 +698,7 @@ class LocalStore:
         the outbox (see _adopt_snapshot)."""
         total = 0
         with self.transaction():
+            self._changes.everything = True
             self.conn.execute("DELETE FROM pending_effects")
             self.conn.execute("DROP TRIGGER IF EXISTS patients_search_insert")
             self.conn.execute("DROP TRIGGER IF EXISTS patients_search_delete")
@@ -599,7 +747,9 @@ class LocalStore:
         copied in, the outbox put on top and replayed) and only then renamed
         over the replica file, so a crash at any moment leaves the old replica
         or the new one, never a mix. The store's lock is held throughout: no
-        clerk command runs in between."""
+        clerk command runs in between. The screens' reads go on against the
+        old replica until the moment of the swap, which waits for the reads in
+        progress and closes every reader."""
         image_path = str(image_path)
         found = image_info(image_path)
         expected = {"cursor": str(cursor), "epoch": epoch, "schema_id": SCHEMA_ID}
@@ -615,26 +765,35 @@ class LocalStore:
                     )
             finally:
                 staged.close()  # the last connection: its write-ahead log goes into the file
-            # A write-ahead log left beside the replica would be applied to the
-            # new file on the next open. Leaving WAL mode folds it into the old
-            # file and deletes it; SQLite refuses while another connection is open.
-            self._close_checkpointer()
-            try:
-                left_wal = self.conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
-            except sqlite3.OperationalError:  # "database is locked"
-                left_wal = False
-            if not left_wal:
-                raise RuntimeError("the replica is open elsewhere: it cannot be replaced now")
-            self.conn.close()
-            try:
-                os.replace(image_path, self.path)
-                fsync_directory(os.path.dirname(os.path.abspath(self.path)))
-                for suffix in ("-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.path + suffix)
-            finally:
-                self._open()  # the new replica, or the old one if the rename failed
+            with self._readers.swap.exclusive():
+                self._readers.close_idle()
+                self._swap_in(image_path)
             self._rebase_due = False
+            self._changes.everything = True
+            self._changes.figures = True
+            self._publish()
+
+    def _swap_in(self, image_path: str) -> None:
+        """Rename the image over the replica file; no other connection is open."""
+        # A write-ahead log left beside the replica would be applied to the
+        # new file on the next open. Leaving WAL mode folds it into the old
+        # file and deletes it; SQLite refuses while another connection is open.
+        self._close_checkpointer()
+        try:
+            left_wal = self.conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+        except sqlite3.OperationalError:  # "database is locked"
+            left_wal = False
+        if not left_wal:
+            raise RuntimeError("the replica is open elsewhere: it cannot be replaced now")
+        self.conn.close()
+        try:
+            os.replace(image_path, self.path)
+            fsync_directory(os.path.dirname(os.path.abspath(self.path)))
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path + suffix)
+        finally:
+            self._open()  # the new replica, or the old one if the rename failed
 
     def _take_local_tables(self, replica_path: str) -> None:
         """Copy the workstation's own tables from the replica at ``replica_path``
@@ -655,11 +814,11 @@ class LocalStore:
     # -- push ----------------------------------------------------------------
 
     def ops_to_push(self, limit: int) -> list[OutboxEntry]:
-        with self.lock:
-            rows = self.conn.execute(
+        with self.read() as conn:
+            rows = conn.execute(
                 "SELECT * FROM outbox WHERE state = ? ORDER BY client_seq LIMIT ?", (PENDING, limit)
             ).fetchall()
-            return self._entries(rows)
+        return self._entries(rows)
 
     def note_attempt(self, op_ids: list[str]) -> None:
         now = self.clock().isoformat(timespec="seconds")
@@ -676,6 +835,7 @@ class LocalStore:
         left_view = False
         now = self.clock().isoformat(timespec="seconds")
         with self.transaction():
+            self._changes.figures = True
             conflicts = {
                 r[0]
                 for r in self.conn.execute(
@@ -755,6 +915,7 @@ class LocalStore:
     def _open_issue(
         self, op_id: str, kind: str, code: str, params: dict[str, Any], entry: OutboxEntry
     ) -> None:
+        self._changes.figures = True
         op = entry.op
         now = self.clock().isoformat(timespec="seconds")
         summary = to_json(
@@ -784,13 +945,13 @@ class LocalStore:
         )
 
     def issues(self, status: str | None = "open", limit: int = 200) -> list[dict[str, Any]]:
-        with self.lock:
+        with self.read() as conn:
             if status is None:
-                rows = self.conn.execute(
+                rows = conn.execute(
                     "SELECT * FROM sync_issues ORDER BY issue_id DESC LIMIT ?", (limit,)
                 ).fetchall()
             else:
-                rows = self.conn.execute(
+                rows = conn.execute(
                     "SELECT * FROM sync_issues WHERE status = ? ORDER BY issue_id LIMIT ?",
                     (status, limit),
                 ).fetchall()
@@ -805,6 +966,7 @@ class LocalStore:
     def resolve_issue(self, issue_id: int, clerk_id: str, resolution: str) -> bool:
         now = self.clock().isoformat(timespec="seconds")
         with self.transaction():
+            self._changes.figures = True
             cur = self.conn.execute(
                 "UPDATE sync_issues SET status = 'resolved', resolved_by = ?, resolved_at = ?, "
                 "resolution = ?, updated_at = ? WHERE issue_id = ? AND status = 'open'",
@@ -812,34 +974,40 @@ class LocalStore:
             )
         return cur.rowcount == 1
 
-    # -- reads for the screens -----------------------------------------------
+    # -- reads for the screens: the last committed state, never waiting -----------
 
     def search(self, query: str, limit: int = 20) -> list[PatientHit]:
-        with self.lock:
-            return search_patients(self.conn, query, limit)
+        with self.read() as conn:
+            return search_patients(conn, query, limit)
+
+    def hits(self, patient_ids: Iterable[str]) -> dict[str, PatientHit]:
+        """The search lines of these patients as they are now (a table of
+        results updates the rows whose patients changed)."""
+        with self.read() as conn:
+            return {hit.patient_id: hit for hit in patients_by_id(conn, list(patient_ids))}
 
     def card(self, card_no: str) -> CardRow | None:
-        """The card as the clerk sees it (pending ops included). Reads go
-        through the lock: install_image swaps the connection underneath."""
-        with self.lock:
-            return self.state.get(CardRow, card_no)
+        """The card as the clerk sees it (pending ops included)."""
+        with self.read() as conn:
+            return self._read_state(conn).get(CardRow, card_no)
 
     def patient_by_document(self, doc_type: str, doc_no: str) -> PatientRow | None:
-        with self.lock:
-            return self.state.find(PatientRow, doc_no=doc_no, doc_type=doc_type)
+        with self.read() as conn:
+            return self._read_state(conn).find(PatientRow, doc_no=doc_no, doc_type=doc_type)
 
     def patient_view(self, patient_id: str, transfers: int = 10) -> PatientView | None:
         """The patient as the clerk sees them: confirmed state plus pending ops."""
-        with self.lock:
-            patient = get_patient(self.state, patient_id)
+        with self.read() as conn:
+            state = self._read_state(conn)
+            patient = get_patient(state, patient_id)
             if patient is None:
                 return None
-            pending = self.conn.execute(
+            pending = conn.execute(
                 "SELECT pending_op FROM patients WHERE patient_id = ?", (patient.patient_id,)
             ).fetchone()[0]
             cards = [
                 CardLine(card_no=r[0], status=r[1], issued_at=r[2], pending=r[3] is not None)
-                for r in self.conn.execute(
+                for r in conn.execute(
                     "SELECT card_no, status, issued_at, pending_op FROM cards WHERE patient_id = ? "
                     "ORDER BY issued_at DESC",
                     (patient.patient_id,),
@@ -856,13 +1024,13 @@ class LocalStore:
                     card_no=r[6],
                     pending=r[7] is not None,
                 )
-                for r in self.conn.execute(
+                for r in conn.execute(
                     "SELECT transfer_id, kind, amount_fen, method, receipt_no, at, card_no, pending_op "
                     "FROM transfers WHERE patient_id = ? ORDER BY at DESC, transfer_id DESC LIMIT ?",
                     (patient.patient_id, transfers),
                 )
             ]
-            deposit = balance(self.state, deposit_account(patient.patient_id))
+            deposit = balance(state, deposit_account(patient.patient_id))
         return PatientView(
             patient=patient,
             pending=pending is not None,
@@ -873,25 +1041,25 @@ class LocalStore:
         )
 
     def transfer_by_receipt(self, receipt_no: str) -> TransferRow | None:
-        with self.lock:
-            row = self.conn.execute(
+        with self.read() as conn:
+            row = conn.execute(
                 f"SELECT {', '.join(self._tables['transfers'].columns)} FROM transfers WHERE receipt_no = ?",
                 (receipt_no,),
             ).fetchone()
         return TransferRow.model_validate(dict(row)) if row is not None else None
 
     def unconfirmed_count(self) -> int:
-        with self.lock:
+        with self.read() as conn:
             return int(
-                self.conn.execute(
+                conn.execute(
                     "SELECT COUNT(*) FROM outbox WHERE state IN (?, ?)", IN_VIEW
                 ).fetchone()[0]
             )
 
     def op_answer(self, op_id: str) -> tuple[str | None, dict[str, Any] | None]:
         """(outbox state, the server's answer if any) for one op."""
-        with self.lock:
-            row = self.conn.execute(
+        with self.read() as conn:
+            row = conn.execute(
                 "SELECT state, server_result FROM outbox WHERE op_id = ?", (op_id,)
             ).fetchone()
         if row is None:
@@ -899,28 +1067,16 @@ class LocalStore:
         return row[0], json.loads(row[1]) if row[1] else None
 
     def is_confirmed(self, op_id: str) -> bool:
-        with self.lock:
-            row = self.conn.execute("SELECT state FROM outbox WHERE op_id = ?", (op_id,)).fetchone()
+        with self.read() as conn:
+            row = conn.execute("SELECT state FROM outbox WHERE op_id = ?", (op_id,)).fetchone()
         return row is not None and row[0] == CONFIRMED
 
-    # -- status --------------------------------------------------------------
-
-    def outbox_stats(self) -> OutboxStats:
-        with self.lock:
-            pending, oldest = self.conn.execute(
-                "SELECT COUNT(*), MIN(at) FROM outbox WHERE state IN (?, ?)", IN_VIEW
-            ).fetchone()
-            issues = self.conn.execute(
-                "SELECT COUNT(*) FROM sync_issues WHERE status = 'open'"
-            ).fetchone()[0]
-        return OutboxStats(pending=int(pending), oldest_at=oldest, open_issues=int(issues))
-
     def outbox(self, limit: int = 100) -> list[OutboxEntry]:
-        with self.lock:
-            rows = self.conn.execute(
+        with self.read() as conn:
+            rows = conn.execute(
                 "SELECT * FROM outbox ORDER BY client_seq DESC LIMIT ?", (limit,)
             ).fetchall()
-            return self._entries(rows)
+        return self._entries(rows)
 
     def _entries(self, rows: list[sqlite3.Row]) -> list[OutboxEntry]:
         device_id = self.device_id or None
@@ -929,8 +1085,8 @@ class LocalStore:
     # -- clerk cache (offline login) ----------------------------------------
 
     def cached_clerk(self, username: str) -> dict[str, Any] | None:
-        with self.lock:
-            row = self.conn.execute(
+        with self.read() as conn:
+            row = conn.execute(
                 "SELECT * FROM clerk_cache WHERE username = ?", (username,)
             ).fetchone()
         if row is None:

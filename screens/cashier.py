@@ -16,7 +16,14 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.widgets.data_table import ColumnKey
 
-from workstation.desk import CommandRejected, DomainError, Done, PatientHit, PatientView
+from workstation.desk import (
+    CommandRejected,
+    DomainError,
+    Done,
+    PatientHit,
+    PatientView,
+    StoreChanges,
+)
 from workstation.desk.cashier import CashierDraft
 from workstation.desk.scan import BurstDetector, Scan, classify
 
@@ -24,10 +31,11 @@ from .base import DeskScreen
 from .forms import IssueCardScreen, ReceiptScreen, RegisterPatientScreen, TopUpScreen
 from .widgets import DeskInput, PatientPanel, StatusBar
 
-SEARCH_LIMIT = 50
+SEARCH_LIMIT = 50  # the most results a query shows, on a tall terminal
 COLUMNS = ("col.name", "col.sex", "col.birth", "col.doc", "col.phone", "col.card")
-SEARCH_DEBOUNCE_S = 0.12
-BURST_SETTLE_S = 0.08
+# keys closer together than a person types are a card or ID reader's burst:
+# the search waits for the burst to end instead of running on every character
+BURST_SETTLE_S = 0.04
 
 
 class CashierScreen(DeskScreen[None]):
@@ -45,6 +53,9 @@ class CashierScreen(DeskScreen[None]):
         self._burst = BurstDetector()
         self._search_timer: Timer | None = None
         self._hits: list[PatientHit] = []
+        self._more = False  # the query found more than the table shows
+        self._asked = 0  # the latest search asked for; older answers are dropped
+        self._last_key_at = 0.0
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -63,8 +74,7 @@ class CashierScreen(DeskScreen[None]):
         self._set_columns()
         self.query_one(PatientPanel).show(None, self.i18n)
         self.query_one("#search", Input).focus()
-        self.set_interval(2.0, self._refresh_patient)
-        self._show_stock()
+        self._load_stock()
 
     def _set_columns(self) -> None:
         """Add the columns, or relabel them in the current language. Relabelled,
@@ -84,23 +94,30 @@ class CashierScreen(DeskScreen[None]):
     def apply_language(self) -> None:
         super().apply_language()
         self.query_one("#cashier-title", Label).update(self.t("cashier.title"))
-        self._show_stock()
+        self._load_stock()
         self.query_one("#search", Input).placeholder = self.t("cashier.search")
         self._set_columns()
-        self._show_hits(self._hits)
+        self._show_hits(self._asked, self._hits, self._more)
         self.query_one(PatientPanel).show(self.view, self.i18n)
 
-    # -- search ----------------------------------------------------------------
+    # -- search: at once, as the clerk types --------------------------------------
 
     @on(Input.Changed, "#search")
     def _query_changed(self, event: Input.Changed) -> None:
-        self._burst.feed(event.value, time.monotonic())
+        now = time.monotonic()
+        self._burst.feed(event.value, now)
         if self._search_timer is not None:
             self._search_timer.stop()
-        delay = BURST_SETTLE_S if self._burst.is_burst() else SEARCH_DEBOUNCE_S
-        self._search_timer = self.set_timer(delay, self._search_now)
+            self._search_timer = None
+        gap = now - self._last_key_at
+        self._last_key_at = now
+        if gap < BURST_SETTLE_S or self._burst.is_burst():
+            self._search_timer = self.set_timer(BURST_SETTLE_S, self._search_now)
+        else:
+            self._search_now()
 
     def _search_now(self) -> None:
+        self._search_timer = None
         query = self.query_one("#search", Input).value
         if self._burst.is_burst():
             scan = classify(query)
@@ -114,6 +131,7 @@ class CashierScreen(DeskScreen[None]):
     def _query_submitted(self, event: Input.Submitted) -> None:
         if self._search_timer is not None:
             self._search_timer.stop()
+            self._search_timer = None
         scan = classify(event.value)
         if scan is not None:
             self._burst.reset()
@@ -121,39 +139,98 @@ class CashierScreen(DeskScreen[None]):
             return
         self._search(event.value, then_focus=True)
 
-    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
+    def _rows_visible(self) -> int:
+        """As many results as the table shows at once (it has a header line)."""
+        height = self.query_one("#results", DataTable).scrollable_content_region.height
+        return max(5, min(SEARCH_LIMIT, height - 1)) if height > 1 else SEARCH_LIMIT
+
     def _search(self, query: str, then_focus: bool = False) -> None:
-        hits = self.desk.search(query, SEARCH_LIMIT) if query.strip() else []
-        self.app.call_from_thread(self._show_hits, hits, query, then_focus)
+        self._asked += 1
+        self._searching(self._asked, query, self._rows_visible(), then_focus)
+
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
+    def _searching(self, asked: int, query: str, limit: int, then_focus: bool) -> None:
+        hits = self.desk.search(query, limit + 1) if query.strip() else []
+        self.app.call_from_thread(
+            self._show_hits, asked, hits[:limit], len(hits) > limit, then_focus
+        )
 
     def _show_hits(
-        self, hits: list[PatientHit], query: str | None = None, then_focus: bool = False
+        self, asked: int, hits: list[PatientHit], more: bool, then_focus: bool = False
     ) -> None:
-        self._hits = hits
+        if asked != self._asked:
+            return  # the clerk has typed on: a newer search is on its way
+        self._hits, self._more = hits, more
         table = self.query_one("#results", DataTable)
         with self.app.batch_update():
             table.clear()
             for hit in hits:
-                name = f"{hit.name} [{self.t('patient.pending_mark')}]" if hit.pending else hit.name
-                table.add_row(
-                    name,
-                    self.i18n.sex(hit.sex),
-                    hit.birth_date,
-                    hit.doc_no,
-                    hit.phone,
-                    hit.card_no or "",
-                    key=hit.patient_id,
-                )
+                table.add_row(*self._cells(hit), key=hit.patient_id)
         info = self.query_one("#results-info", Static)
-        text = self.query_one("#search", Input).value if query is None else query
-        if not text.strip():
+        if not self.query_one("#search", Input).value.strip():
             info.update("")
+        elif more:
+            info.update(self.t("cashier.results_more", count=len(hits)))
         elif hits:
-            info.update(self.t("cashier.results", count=len(hits), limit=SEARCH_LIMIT))
+            info.update(self.t("cashier.results", count=len(hits)))
+        elif self.desk.status().busy == "bootstrap" or not self.desk.replica_ready():
+            info.update(self.t("cashier.loading"))
         else:
             info.update(self.t("cashier.no_results"))
         if then_focus and hits:
             table.focus()
+
+    def _cells(self, hit: PatientHit) -> tuple[str, ...]:
+        name = f"{hit.name} [{self.t('patient.pending_mark')}]" if hit.pending else hit.name
+        return (
+            name,
+            self.i18n.sex(hit.sex),
+            hit.birth_date,
+            hit.doc_no,
+            hit.phone,
+            hit.card_no or "",
+        )
+
+    # -- rows that changed under the screen ---------------------------------------
+
+    def rows_changed(self, changes: StoreChanges) -> None:
+        """A commit or a pull changed rows: update what this screen shows of them."""
+        if changes.touches("leases"):
+            self._load_stock()
+        if self.view is not None and (
+            changes.everything or self.view.patient.patient_id in changes.patients
+        ):
+            self._load_patient(self.view.patient.patient_id)
+        shown = {hit.patient_id for hit in self._hits}
+        affected = shown if changes.everything else shown & changes.patients
+        if affected:
+            self._reload_hits(self._asked, sorted(affected))
+
+    @work(thread=True, group="hits", exit_on_error=False)
+    def _reload_hits(self, asked: int, patient_ids: list[str]) -> None:
+        found = self.desk.hits(patient_ids)
+        self.app.call_from_thread(self._update_hits, asked, patient_ids, found)
+
+    def _update_hits(
+        self, asked: int, patient_ids: list[str], found: dict[str, PatientHit]
+    ) -> None:
+        """The rows of these patients, updated in place (by key); a patient who
+        is gone (a provisional registration the server refused) leaves."""
+        if asked != self._asked:
+            return  # the results were replaced meanwhile
+        table = self.query_one("#results", DataTable)
+        with self.app.batch_update():
+            for patient_id in patient_ids:
+                hit = found.get(patient_id)
+                if hit is None:
+                    if patient_id in table.rows:
+                        table.remove_row(patient_id)
+                    self._hits = [h for h in self._hits if h.patient_id != patient_id]
+                    continue
+                self._hits = [hit if h.patient_id == patient_id else h for h in self._hits]
+                for key, value in zip(COLUMNS, self._cells(hit), strict=True):
+                    if table.get_cell(patient_id, key) != value:
+                        table.update_cell(patient_id, key, value)
 
     @on(DataTable.RowSelected, "#results")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -180,16 +257,13 @@ class CashierScreen(DeskScreen[None]):
         self.query_one(PatientPanel).show(view, self.i18n)
         self.refresh_bindings()
 
-    def _refresh_patient(self) -> None:
-        if not self.is_current:
-            return
-        self._show_stock()
-        if self.view is not None:
-            self._load_patient(self.view.patient.patient_id)
-
-    def _show_stock(self) -> None:
+    @work(thread=True, exclusive=True, group="stock", exit_on_error=False)
+    def _load_stock(self) -> None:
         """The leased number blocks: offline, a clerk must see how many cards are left."""
         cards, receipts = self.desk.cashier.numbers_left()
+        self.app.call_from_thread(self._show_stock, cards, receipts)
+
+    def _show_stock(self, cards: int, receipts: int) -> None:
         self.query_one("#stock", Static).update(
             self.t("cashier.stock", cards=cards, receipts=receipts)
         )

@@ -30,9 +30,18 @@ class StatusBar(Static):
     """Online/offline, pending operations and the age of the oldest, last
     successful sync, open Sync issues, and who is at the desk."""
 
+    _shown: object = None
+
     def show(
         self, status: DeskStatus, i18n: I18n, clerk: ClerkSession | None, now: datetime
     ) -> None:
+        # the age of the oldest pending operation is the only thing that moves
+        # with the clock: an idle desk with nothing waiting draws nothing
+        moment = now.replace(microsecond=0) if status.oldest_pending_at else None
+        shown = (status, i18n.language, clerk, moment)
+        if shown == self._shown:
+            return
+        self._shown = shown
         t = i18n.t
         if status.network_cut:
             link = t("status.net_cut")

@@ -1,8 +1,11 @@
 """The Textual application, built by a factory from its collaborators (the
 desk, the language, the demo switches, the clock) so tests can pass their own.
 
-The sync engine runs as a worker on the app's event loop; the status bar on
-every screen is refreshed each second and whenever the desk reports a change.
+The sync engine runs as a worker on the app's event loop. Nothing on the
+screens polls the store: the status bar shows figures the store keeps in
+memory and is redrawn when the desk reports a change (and each second while
+operations wait, for their age); the store tells, after each commit, which
+rows changed, and the screens showing them update those rows.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from screens.home import HomeScreen
 from screens.login import DemoInfo, LoginScreen
 from screens.sync_issues import SyncIssuesScreen
 from screens.widgets import DeskInput, StatusBar
-from workstation.desk import Desk
+from workstation.desk import Desk, StoreChanges
 from workstation.desk.i18n import I18n
 from workstation.heap import settle_heap
 
@@ -37,6 +40,15 @@ CSS_FILE = Path(__file__).resolve().parent.parent / "screens" / "app.tcss"
 
 class StatusChanged(Message):
     """The desk's sync status may have changed (posted from any thread)."""
+
+
+class RowsChanged(Message):
+    """Rows changed in the replica since the last such message (coalesced:
+    commits in a burst make one message)."""
+
+    def __init__(self, changes: StoreChanges) -> None:
+        super().__init__()
+        self.changes = changes
 
 
 class WindowApp(App[None]):
@@ -78,6 +90,8 @@ class WindowApp(App[None]):
         self.run_sync = run_sync
         self.status_interval_s = status_interval_s
         self._status_posted = False
+        self._rows_lock = threading.Lock()
+        self._rows_pending: StoreChanges | None = None
         self._issues_seen = 0
         self.event_loop: asyncio.AbstractEventLoop | None = None
         self.title = i18n.t("app.title")
@@ -87,13 +101,15 @@ class WindowApp(App[None]):
     def on_mount(self) -> None:
         self.event_loop = asyncio.get_running_loop()
         self.desk.subscribe(self._desk_changed)
+        self.desk.watch_rows(self._rows_changed)
         # The status bar shows open issues; new ones are announced with a toast.
         self._issues_seen = self.desk.status().open_issues
         self.push_screen(LoginScreen(self.demo))
         if self.run_sync:
             self.run_worker(self.desk.engine.run(), name="sync", group="sync", exit_on_error=False)
         if self.status_interval_s > 0:
-            self.set_interval(self.status_interval_s, self.refresh_status)
+            # the age of the oldest waiting operation moves with the clock
+            self.set_interval(self.status_interval_s, self._tick_status)
         self.call_after_refresh(self.refresh_status)
 
     def on_unmount(self) -> None:
@@ -109,10 +125,30 @@ class WindowApp(App[None]):
         self._status_posted = False
         self.refresh_status()
 
+    def _rows_changed(self, changes: StoreChanges) -> None:
+        """From the committing thread: merge into the one waiting message."""
+        with self._rows_lock:
+            waiting = self._rows_pending
+            self._rows_pending = changes if waiting is None else waiting.merged(changes)
+        if waiting is None:
+            self.post_message(RowsChanged(changes))
+        self._desk_changed()  # the figures in the status bar may have moved too
+
+    def on_rows_changed(self, _message: RowsChanged) -> None:
+        with self._rows_lock:
+            changes, self._rows_pending = self._rows_pending, None
+        if changes is None:
+            return
+        for screen in self.screen_stack:
+            watcher = getattr(screen, "rows_changed", None)
+            if watcher is not None:
+                watcher(changes)
+
     def refresh_status(self) -> None:
         if not self.screen_stack:
             return
         status = self.desk.status()
+        now = self.clock()
         if status.open_issues > self._issues_seen and self.desk.clerk is not None:
             # a refusal that arrived in the background must not wait to be noticed
             self.notify(
@@ -124,7 +160,11 @@ class WindowApp(App[None]):
         # every screen in the stack: a dialog leaves the status bar beneath it in view
         for screen in self.screen_stack:
             for bar in screen.query(StatusBar):
-                bar.show(status, self.i18n, self.desk.clerk, self.clock())
+                bar.show(status, self.i18n, self.desk.clerk, now)
+
+    def _tick_status(self) -> None:
+        if self.desk.status().pending:
+            self.refresh_status()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Worker failures land here, once, as a notice the clerk can read."""

@@ -15,6 +15,7 @@ from domain.money import PaymentMethod, format_yuan
 from domain.patients.fields import SEXES
 from local_db.search import PatientHit
 from local_db.store import CommandRejected, PatientView
+from local_db.store import RowsChanged as StoreChanges
 
 from .cashier import (
     CASHIER_ROLES,
@@ -62,6 +63,7 @@ __all__ = [
     "PatientView",
     "Receipt",
     "Rejection",
+    "StoreChanges",
     "RegistrationDraft",
     "TopUpDraft",
     "format_yuan",

@@ -30,7 +30,14 @@ from domain.identity import DocumentType, parse_national_id
 from domain.numbers import parse_card_no
 from domain.state import Actor, Policy
 from local_db.search import PatientHit
-from local_db.store import CommandRejected, Executed, LocalStore, PatientView, new_op_id
+from local_db.store import (
+    CommandRejected,
+    Executed,
+    LocalStore,
+    PatientView,
+    RowsChanged,
+    new_op_id,
+)
 from sync.client import Offline, Refused, ServerBusy, SyncClient, SyncError, Unauthorised
 from sync.engine import SyncEngine, SyncStatus
 from sync.transports import SwitchableTransport
@@ -160,6 +167,7 @@ class Desk:
         self.clerk: ClerkSession | None = None
         self._password: str | None = None  # in memory only, to log in again after an outage
         self._listeners: list[Callable[[], None]] = []
+        self._replica_ready = False
         from .cashier import CashierDesk  # a window's desk is built on this core
 
         self.cashier = CashierDesk(self)
@@ -169,6 +177,10 @@ class Desk:
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Called (from any thread) whenever sync status may have changed."""
         self._listeners.append(listener)
+
+    def watch_rows(self, listener: Callable[[RowsChanged], None]) -> None:
+        """Called (from the committing thread) with the rows each commit changed."""
+        self.store.subscribe(listener)
 
     def _engine_status(self, _status: SyncStatus) -> None:
         self._notify()
@@ -386,6 +398,17 @@ class Desk:
 
     def search(self, query: str, limit: int = 20) -> list[PatientHit]:
         return self.store.search(query, limit)
+
+    def hits(self, patient_ids: list[str]) -> dict[str, PatientHit]:
+        """These patients' search lines as they are now."""
+        return self.store.hits(patient_ids)
+
+    def replica_ready(self) -> bool:
+        """Whether this workstation holds the patient data (it has bootstrapped
+        once): until then a search finding nothing proves nothing."""
+        if not self._replica_ready:
+            self._replica_ready = self.store.get_meta("epoch") is not None
+        return self._replica_ready
 
     def patient(self, patient_id: str) -> PatientView | None:
         return self.store.patient_view(patient_id)

@@ -119,9 +119,15 @@ CATALOG: dict[str, tuple[str, str]] = {
         "没有找到。按 F2 登记新患者。",
         "Nothing found. Press F2 to register a new patient.",
     ),
-    "cashier.results": (
-        "找到 {count} 位（最多显示 {limit} 位）",
-        "{count} found (showing at most {limit})",
+    "cashier.results": ("找到 {count} 位", "{count} found"),
+    "cashier.results_more": (
+        "显示前 {count} 位，还有更多：请多输入几个字缩小范围",
+        "Showing the first {count}; there are more: type more to narrow it down",
+    ),
+    "cashier.loading": (
+        "患者数据仍在下载，暂时查不到。请稍候，不要重复登记。",
+        "The patient data is still loading, so nothing can be found yet. Please wait; "
+        "do not register the patient again.",
     ),
     "col.name": ("姓名", "Name"),
     "col.sex": ("性别", "Sex"),
