@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -117,12 +117,17 @@ class CountingImage:
         self.bytes = 0
         self.done_at: float | None = None
 
-    async def __call__(self, schema_id: str, sink: Callable[[bytes], None]) -> SnapshotImageInfo:
-        def counted(chunk: bytes) -> None:
+    async def __call__(
+        self,
+        schema_id: str,
+        sink: Callable[[bytes], Awaitable[None]],
+        on_size: Callable[[int | None], None] | None = None,
+    ) -> SnapshotImageInfo:
+        async def counted(chunk: bytes) -> None:
             self.bytes += len(chunk)
-            sink(chunk)
+            await sink(chunk)
 
-        info = await self.inner(schema_id, counted)
+        info = await self.inner(schema_id, counted, on_size)
         self.done_at = time.perf_counter()
         return info
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,31 @@ class DeskInput(Input):
             self.cursor_blink = False
 
 
+BAR_CELLS = 12
+
+
+def bootstrap_text(status: DeskStatus, i18n: I18n) -> str:
+    """Where a bootstrap stands: the phase, a bar, bytes, percent and time left."""
+    t = i18n.t
+    progress = status.progress
+    if progress is None:  # waiting for the next try (the server is preparing, or offline)
+        return t("status.bootstrap_wait")
+    if progress.phase == "preparing":
+        waited = int(time.monotonic() - progress.started)
+        return t("status.bootstrap_preparing", seconds=waited)
+    text = t(f"status.bootstrap_{progress.phase}")
+    fraction = progress.fraction
+    if fraction is not None:
+        filled = round(fraction * BAR_CELLS)
+        text += f" {'█' * filled}{'░' * (BAR_CELLS - filled)} {fraction:.0%}"
+    if progress.total and progress.phase == "download":
+        text += f" {progress.done / 1e6:,.0f}/{progress.total / 1e6:,.0f} MB"
+    left = progress.seconds_left(time.monotonic())
+    if left is not None:
+        text += " " + t("status.time_left", time=i18n.duration(left))
+    return text
+
+
 class StatusBar(Static):
     """Online/offline, pending operations and the age of the oldest, last
     successful sync, open Sync issues, and who is at the desk."""
@@ -35,9 +61,10 @@ class StatusBar(Static):
     def show(
         self, status: DeskStatus, i18n: I18n, clerk: ClerkSession | None, now: datetime
     ) -> None:
-        # the age of the oldest pending operation is the only thing that moves
-        # with the clock: an idle desk with nothing waiting draws nothing
-        moment = now.replace(microsecond=0) if status.oldest_pending_at else None
+        # the age of the oldest pending operation (and a bootstrap's time) are
+        # the only things that move with the clock: an idle desk draws nothing
+        moving = status.oldest_pending_at or status.progress is not None
+        moment = now.replace(microsecond=0) if moving else None
         shown = (status, i18n.language, clerk, moment)
         if shown == self._shown:
             return
@@ -45,8 +72,8 @@ class StatusBar(Static):
         t = i18n.t
         if status.network_cut:
             link = t("status.net_cut")
-        elif status.busy == "bootstrap":
-            link = t("status.bootstrap")
+        elif status.progress is not None or not status.replica_ready:
+            link = bootstrap_text(status, i18n)
         elif status.online is None:
             link = t("status.connecting")
         elif not status.online:

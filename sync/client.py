@@ -9,7 +9,7 @@ a clear message for the clerk).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -171,11 +171,16 @@ class SyncClient:
             ) from exc
 
     async def snapshot_image(
-        self, schema_id: str, sink: Callable[[bytes], None]
+        self,
+        schema_id: str,
+        sink: Callable[[bytes], Awaitable[None]],
+        on_size: Callable[[int | None], None] | None = None,
     ) -> SnapshotImageInfo:
         """Download the replica image for replica schema ``schema_id``, handing
-        its (gzip'd) bytes to ``sink`` as they come. Refused with status 409 if
-        the server's schema differs, 404 from a server without images."""
+        its (gzip'd) bytes to ``sink`` as they come (awaited: the sink writes
+        to disk off the event loop), after telling ``on_size`` how many bytes
+        will come. Refused with status 409 if the server's schema differs, 404
+        from a server without images."""
         try:
             async with self._http.stream(
                 "GET",
@@ -194,8 +199,11 @@ class SyncClient:
                         "服务器应答无法识别。",
                         "The server's answer was not understood.",
                     ) from exc
+                if on_size is not None:
+                    length = response.headers.get("content-length", "")
+                    on_size(int(length) if length.isdigit() else None)
                 async for chunk in response.aiter_raw():
-                    sink(chunk)
+                    await sink(chunk)
                 return info
         except httpx.TransportError as exc:  # not OSError: the sink's disk errors are no outage
             raise Offline(

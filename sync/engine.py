@@ -16,13 +16,13 @@ import hashlib
 import logging
 import os
 import random
-import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from domain.numbers import Series
 from local_db.image import SCHEMA_ID
@@ -35,17 +35,68 @@ from .snapshot import read_snapshot
 log = logging.getLogger(__name__)
 
 
-def _gunzip(source: str, target: str) -> None:
-    """Unpack a gzip file onto disk (fsynced: it is about to become the replica).
-    Raises ValueError if it is not valid gzip (the CRC is checked too)."""
+def _gunzip(source: str, target: str, progress: Callable[[int], None] | None = None) -> None:
+    """Unpack a gzip file onto disk (fsynced: it is about to become the replica),
+    telling ``progress`` how many packed bytes are read. Raises ValueError if
+    it is not valid gzip (the CRC is checked too)."""
     try:
-        with gzip.open(source, "rb") as packed, open(target, "wb") as out:
-            shutil.copyfileobj(packed, out, 1 << 20)
+        with open(source, "rb") as raw, gzip.open(raw, "rb") as packed, open(target, "wb") as out:
+            while block := packed.read(1 << 20):
+                out.write(block)
+                if progress is not None:
+                    progress(raw.tell())
             out.flush()
             os.fsync(out.fileno())
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise ValueError(f"replica image is not valid gzip: {exc}") from None
 
+
+class _Download:
+    """A file being downloaded, written and hashed in a thread a megabyte at a
+    time, so the event loop never waits on the disk."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> _Download:
+        self._file = open(self.path, "wb")  # noqa: SIM115 (closed in __exit__)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    async def write(self, chunk: bytes) -> None:
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
+        self.size += len(chunk)
+        if self._buffered >= DOWNLOAD_BLOCK:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        await asyncio.to_thread(self._put, data)
+
+    def _put(self, data: bytes) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        self._digest.update(data)
+
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+DOWNLOAD_BLOCK = 1 << 20
+PROGRESS_EVERY_S = 0.25  # the progress bar moves at most this often
+PREPARING_RETRY_S = 5.0  # the server builds the image a new workstation waits for
 
 # (refill when fewer than this many are left, how many to ask for)
 NUMBER_STOCK: dict[Series, tuple[int, int]] = {Series.CARD: (50, 200), Series.RECEIPT: (200, 1000)}
@@ -53,6 +104,29 @@ NUMBER_STOCK: dict[Series, tuple[int, int]] = {Series.CARD: (50, 200), Series.RE
 
 class NotLoggedIn(Exception):
     """No clerk session with the server: nothing can be pushed or pulled yet."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a bootstrap has come, for the clerk's progress bar."""
+
+    phase: str  # "preparing" (the server builds the image), "download", "unpack", "install"
+    started: float  # time.monotonic() when the phase began
+    done: int = 0  # bytes so far
+    total: int | None = None  # bytes in all, if known
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total:
+            return None
+        return min(self.done / self.total, 1.0)
+
+    def seconds_left(self, now: float) -> float | None:
+        """By the rate so far; None until there is one."""
+        elapsed = now - self.started
+        if not self.total or self.done <= 0 or elapsed < 0.5:
+            return None
+        return max(self.total - self.done, 0) * elapsed / self.done
 
 
 @dataclass(frozen=True)
@@ -68,6 +142,10 @@ class SyncStatus:
     clock_skew_s: float = 0.0
     clock_skew_flagged: bool = False
     busy: str | None = None  # "bootstrap" while loading a snapshot
+    # the replica holds the server's data (bootstrapped once); until then the
+    # window is not "online" whatever the link, and search cannot be trusted
+    replica_ready: bool = True
+    progress: Progress | None = None  # while bootstrapping
 
 
 @dataclass
@@ -147,6 +225,7 @@ class SyncEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         # op id -> the server's answer, awaited by the window that committed it
         self._answers: dict[str, asyncio.Future[ServerResult]] = {}
+        self._progress_shown = 0.0
 
     # -- status --------------------------------------------------------------
 
@@ -180,6 +259,7 @@ class SyncEngine:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        await self._check_replica()
         while not self._stopped:
             delay = self.interval_s
             # cleared before the cycle, not after: a commit during the cycle
@@ -192,6 +272,10 @@ class SyncEngine:
             except SyncError as exc:
                 failures = self.status.failures + 1
                 delay = self.backoff_delay(failures)
+                if exc.code == "snapshot_preparing":
+                    # the server is building the image a new workstation needs:
+                    # ask again soon, whatever the failures so far
+                    delay = min(delay, PREPARING_RETRY_S)
                 self._set_status(
                     online=not isinstance(exc, Offline),
                     has_session=not isinstance(exc, Unauthorised)
@@ -224,6 +308,12 @@ class SyncEngine:
         async with self._cycle_lock:
             return await self._cycle()
 
+    async def _check_replica(self) -> bool:
+        ready = await asyncio.to_thread(self.store.get_meta, "epoch") is not None
+        if ready != self.status.replica_ready:
+            self._set_status(replica_ready=ready)
+        return ready
+
     async def _cycle(self) -> SyncReport:
         if self.client.session_token is None and (
             self.reauthenticate is None or not await self.reauthenticate()
@@ -231,7 +321,7 @@ class SyncEngine:
             raise NotLoggedIn
         report = SyncReport()
         try:
-            if await asyncio.to_thread(self.store.get_meta, "epoch") is None:
+            if not await self._check_replica():
                 await self.bootstrap()
                 report.bootstrapped = True
             await self._push_all(report)
@@ -361,8 +451,9 @@ class SyncEngine:
         The replica image comes first; the row snapshot is the fallback when
         the server has no image for this workstation's schema (409, or 404
         from an older server) or the image arrived damaged. Returns the rows
-        loaded."""
-        self._set_status(busy="bootstrap")
+        loaded. Its progress is in ``status.progress``; nothing here blocks
+        the event loop (files are written and read in threads)."""
+        self._set_status(busy="bootstrap", progress=self._progress("preparing"))
         try:
             loaded = None
             if self.store.path != ":memory:":
@@ -376,10 +467,26 @@ class SyncEngine:
                     log.warning("replica image unusable (%s): loading rows instead", exc)
             if loaded is None:
                 loaded = await self._bootstrap_from_rows()
+            self._set_status(progress=self._progress("install"))
             await asyncio.to_thread(self.store.checkpoint, True)
+            self._set_status(replica_ready=True)
             return loaded
         finally:
-            self._set_status(busy=None)
+            self._set_status(busy=None, progress=None)
+
+    def _progress(self, phase: str, total: int | None = None) -> Progress:
+        return Progress(phase=phase, started=time.monotonic(), total=total)
+
+    def _advance(self, done: int) -> None:
+        """Report bytes done, at most every PROGRESS_EVERY_S (a redraw each)."""
+        progress = self.status.progress
+        if progress is None:
+            return
+        now = time.monotonic()
+        if done < (progress.total or 0) and now - self._progress_shown < PROGRESS_EVERY_S:
+            return
+        self._progress_shown = now
+        self._set_status(progress=replace(progress, done=done))
 
     def _temp_file(self, prefix: str, suffix: str) -> str:
         """A new file beside the replica: an image is renamed over the replica,
@@ -399,17 +506,29 @@ class SyncEngine:
         download = self._temp_file("image-", ".db.gz")
         unpacked = self._temp_file("image-", ".db")
         try:
-            digest = hashlib.sha256()
-            with open(download, "wb") as out:
+            with _Download(download) as out:
 
-                def save(chunk: bytes) -> None:
-                    out.write(chunk)
-                    digest.update(chunk)
+                def sized(total: int | None) -> None:
+                    self._set_status(progress=self._progress("download", total))
 
-                info = await self.client.snapshot_image(SCHEMA_ID, save)
-            if digest.hexdigest() != info.sha256:
+                async def save(chunk: bytes) -> None:
+                    await out.write(chunk)
+                    self._advance(out.size)
+
+                info = await self.client.snapshot_image(SCHEMA_ID, save, sized)
+                await out.flush()
+            self._advance(out.size)
+            if out.sha256() != info.sha256:
                 raise ValueError("replica image does not match its SHA-256")
-            await asyncio.to_thread(_gunzip, download, unpacked)
+            packed = out.size
+            self._set_status(progress=self._progress("unpack", packed))
+            loop = asyncio.get_running_loop()
+
+            def unpacking(done: int) -> None:
+                loop.call_soon_threadsafe(self._advance, done)
+
+            await asyncio.to_thread(_gunzip, download, unpacked, unpacking)
+            self._set_status(progress=self._progress("install"))
             await asyncio.to_thread(
                 self.store.install_image,
                 unpacked,
@@ -426,9 +545,13 @@ class SyncEngine:
     async def _bootstrap_from_rows(self) -> int:
         path = self._temp_file("snapshot-", ".ndjson.gz")
         try:
-            with open(path, "wb") as out:
+            self._set_status(progress=self._progress("download"))
+            with _Download(path) as out:
                 async for chunk in self.client.snapshot():
-                    out.write(chunk)
+                    await out.write(chunk)
+                    self._advance(out.size)
+                await out.flush()
+            self._set_status(progress=self._progress("install"))
             return await asyncio.to_thread(self._load_snapshot_file, path)
         finally:
             os.unlink(path)

@@ -163,7 +163,8 @@ class WindowApp(App[None]):
                 bar.show(status, self.i18n, self.desk.clerk, now)
 
     def _tick_status(self) -> None:
-        if self.desk.status().pending:
+        status = self.desk.status()
+        if status.pending or status.progress is not None:
             self.refresh_status()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:

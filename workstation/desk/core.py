@@ -39,7 +39,7 @@ from local_db.store import (
     new_op_id,
 )
 from sync.client import Offline, Refused, ServerBusy, SyncClient, SyncError, Unauthorised
-from sync.engine import SyncEngine, SyncStatus
+from sync.engine import Progress, SyncEngine, SyncStatus
 from sync.transports import SwitchableTransport
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ class DeskStatus:
     busy: str | None
     error_zh: str | None
     error_en: str | None
+    replica_ready: bool = True  # the patient data is here (bootstrapped once)
+    progress: Progress | None = None  # of a bootstrap in progress
 
 
 @dataclass
@@ -208,6 +210,8 @@ class Desk:
             busy=sync.busy,
             error_zh=sync.error_zh,
             error_en=sync.error_en,
+            replica_ready=sync.replica_ready,
+            progress=sync.progress,
         )
 
     @property
@@ -408,7 +412,7 @@ class Desk:
         once): until then a search finding nothing proves nothing."""
         if not self._replica_ready:
             self._replica_ready = self.store.get_meta("epoch") is not None
-        return self._replica_ready
+        return self._replica_ready and self.engine.status.replica_ready
 
     def patient(self, patient_id: str) -> PatientView | None:
         return self.store.patient_view(patient_id)

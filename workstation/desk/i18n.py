@@ -65,7 +65,21 @@ CATALOG: dict[str, tuple[str, str]] = {
     "status.never": ("尚未同步", "never synced"),
     "status.issues": ("同步问题 {count}", "Sync issues {count}"),
     "status.skew": ("本机时钟偏差 {seconds} 秒！", "Clock off by {seconds} s!"),
-    "status.bootstrap": ("正在下载患者数据…", "Loading patient data…"),
+    "status.bootstrap_wait": (
+        "◌ 患者数据尚未下载，稍后自动重试",
+        "◌ Patient data not loaded yet; retrying shortly",
+    ),
+    "status.bootstrap_preparing": (
+        "◌ 中心服务器正在准备患者数据（已等 {seconds} 秒）",
+        "◌ The server is preparing the patient data ({seconds} s so far)",
+    ),
+    "status.bootstrap_download": ("⇣ 正在下载患者数据", "⇣ Loading patient data"),
+    "status.bootstrap_unpack": ("⇣ 正在解压患者数据", "⇣ Unpacking patient data"),
+    "status.bootstrap_install": ("⇣ 正在装入患者数据", "⇣ Installing patient data"),
+    "status.time_left": ("约剩 {time}", "about {time} left"),
+    "dur.seconds": ("{n} 秒", "{n} s"),
+    "dur.minutes": ("{n} 分钟", "{n} min"),
+    "dur.hours": ("{n} 小时", "{n} h"),
     "status.clerk": ("{name}（{roles}）", "{name} ({roles})"),
     "status.offline_login": ("离线登录", "offline login"),
     "age.seconds": ("{n}秒前", "{n}s ago"),
@@ -328,6 +342,14 @@ class I18n:
     def roles(self, roles: Iterable[str]) -> str:
         separator = ", " if self.en else "、"
         return separator.join(self.pick(ROLE_NAMES.get(r, (r, r))) for r in sorted(roles))
+
+    def duration(self, seconds: float) -> str:
+        n = int(max(seconds, 0) + 0.5)
+        if n < 60:
+            return self.t("dur.seconds", n=n)
+        if n < 3600:
+            return self.t("dur.minutes", n=round(n / 60))
+        return self.t("dur.hours", n=round(n / 3600))
 
     def age(self, seconds: float) -> str:
         n = int(max(seconds, 0))
