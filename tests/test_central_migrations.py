@@ -20,11 +20,12 @@ from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, insert, inspect, select
 
 from domain.numbers import SERIES_START, Series
+from server import migrate as server_migrate
 from server.app import create_app
-from server.db import counters, make_engine, meta, metadata
+from server.db import cards, counters, make_engine, meta, metadata
 from server.migrate import (
     BASELINE,
     Migrated,
@@ -35,7 +36,7 @@ from server.migrate import (
     migrate_command,
     revisions,
 )
-from tests.old_releases import RELEASE_0_1_0, load_pg_dump, reflect_schema
+from tests.old_releases import RELEASE_0_1_0, load_pg_dump, reflect_schema, table_contents
 from workstation.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +135,73 @@ def test_two_migrations_at_once_apply_it_once(db_url: str) -> None:
         e.dispose()
     assert errors == []
     assert sorted(r.state for r in results) == ["empty", "versioned"]
+
+
+LATER_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002_card_note"
+down_revision = "0001_baseline"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("cards") as batch:  # SQLite: copies the table
+        batch.add_column(sa.Column("note", sa.Text()))
+        batch.alter_column("status", existing_type=sa.Text(), nullable=False)
+"""
+
+
+@pytest.fixture
+def with_a_later_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """This release's revisions and one more, as the next release will have."""
+    later = tmp_path / "migrations"
+    shutil.copytree(server_migrate.MIGRATIONS, later)
+    (later / "versions" / "0002_card_note.py").write_text(LATER_REVISION)
+    monkeypatch.setattr(server_migrate, "MIGRATIONS", later)
+    server_migrate._scripts.cache_clear()
+    yield "0002_card_note"
+    server_migrate._scripts.cache_clear()
+
+
+def test_a_later_revision_upgrades_a_database_at_the_baseline(
+    engine: Engine, with_a_later_revision: str
+) -> None:
+    migrate(engine, BASELINE)
+    with engine.begin() as conn:
+        conn.execute(insert(cards).values(card_no="1000000008", patient_id="p1", status="active"))
+    with pytest.raises(SchemaNotCurrent, match=f"is at schema revision {BASELINE}; this release"):
+        create_app(engine)
+    done = migrate(engine)
+    assert done.describe() == f"upgraded {BASELINE} -> {with_a_later_revision}"
+    columns = {c["name"]: c for c in inspect(engine).get_columns("cards")}
+    assert "note" in columns and columns["status"]["nullable"] is False
+    with engine.connect() as conn:
+        assert conn.execute(select(cards.c.card_no, cards.c.status)).all() == [
+            ("1000000008", "active")
+        ]
+    assert {i["name"] for i in inspect(engine).get_indexes("cards")} == {"cards_patient"}
+    create_app(engine)  # at the head
+
+
+def test_a_database_of_0_1_0_is_stamped_then_upgraded(
+    tmp_path: Path, with_a_later_revision: str
+) -> None:
+    shutil.copy(RELEASE_0_1_0 / "central.db", tmp_path / "central.db")
+    engine = make_engine(f"sqlite:///{tmp_path / 'central.db'}")
+    try:
+        before = table_contents(engine)
+        assert migrate(engine).describe() == (
+            f"database of release 0.1.0: stamped at {BASELINE}, "
+            f"upgraded {BASELINE} -> {with_a_later_revision}"
+        )
+        after = table_contents(engine)
+        assert after.keys() == before.keys()
+        for table, rows in before.items():  # cards gained a column, empty so far
+            extra = (None,) if table == "cards" else ()
+            assert after[table] == [(*row, *extra) for row in rows], table
+    finally:
+        engine.dispose()
 
 
 def test_a_migration_that_fails_leaves_the_database_as_it_was(
