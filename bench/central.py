@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.auth import AuthService
-from server.db import create_schema, make_engine
+from server.db import make_engine
+from server.migrate import migrate
 from workstation.demo.seed import seed_demo_hospital
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -47,6 +48,13 @@ def ensure_central(patients: int, fresh: bool = False) -> CentralInfo:
     if not fresh and db.exists() and sidecar.exists():
         info = json.loads(sidecar.read_text())
         if info.get("format") == CACHE_FORMAT:
+            # one made by an earlier release: brought to this release's schema
+            # (a stamp only, for one of release 0.1.0)
+            engine = make_engine(f"sqlite:///{db}")
+            try:
+                migrate(engine)
+            finally:
+                engine.dispose()
             return CentralInfo(
                 path=db,
                 patients=info["patients"],
@@ -66,7 +74,7 @@ def ensure_central(patients: int, fresh: bool = False) -> CentralInfo:
     print(f"building the central database: {patients:,} patients -> {db}", flush=True)
     started = time.perf_counter()
     engine = make_engine(f"sqlite:///{tmp}")
-    create_schema(engine)
+    migrate(engine)
     summary = seed_demo_hospital(engine, patients, seed=SEED)
     AuthService(engine).create_clerk(BENCH_USER, "基准收费员", ["cashier"], BENCH_PASSWORD)
     engine.dispose()  # the last connection checkpoints the WAL into the file

@@ -9,7 +9,6 @@ image was made with; a workstation only takes an image of its own schema.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -22,20 +21,20 @@ from sqlite_utils import Database
 from domain.rows import ROWS_BY_TABLE, Row, columns_of
 
 from .pinyin import name_terms
-from .schema import migrate, migrations
+from .schema import migrate, schema_hash
 
 # sync_state keys an image carries; everything else in sync_state is the workstation's own.
 IMAGE_KEYS = ("cursor", "epoch", "schema_id")
 
 
-def _schema_id() -> str:
-    # Released migrations are never edited, so their names identify the schema.
-    # pending() on an empty database lists every migration, in order.
-    names = [m.name for m in migrations.pending(Database(memory=True))]
-    return hashlib.sha256("\n".join([migrations.name, *names]).encode()).hexdigest()[:16]
-
-
-SCHEMA_ID = _schema_id()
+# The replica schema's name: a hash of every replica migration's name and SQL
+# text, in order (``schema.schema_hash``). Released migrations never change
+# (tests/test_schemas_frozen.py), so a new migration, and nothing else, makes a
+# new id; two programs with equal ids make byte-identical replica schemas. It
+# changed from release 0.1.0 (which hashed the migrations' names) when the
+# migrations became literal SQL: a server then serves images only to
+# workstations of its own release, and older ones take the row snapshot.
+SCHEMA_ID = schema_hash()[:16]
 
 
 def build_image(

@@ -1,154 +1,65 @@
-"""The workstation replica's schema, as versioned migrations.
+"""The workstation replica's schema, as versioned migrations of literal SQL.
 
-Replicated tables are generated from the domain's row models (one definition
-for server, change log and replica) with one local column, ``pending_op``: the
-operation that wrote the row while it is not yet confirmed by the server (NULL
+Every replica records the migrations it has run (sqlite-utils, migration set
+``workstation_replica``) and runs the missing ones, in order, when it is
+opened (``LocalStore``) or built (``local_db.image``). A released migration is
+frozen: thousands of replicas have run it and will never run it again, so its
+SQL must never change, and it never reads the domain's row models (a new field
+would otherwise change what an old migration makes).
+
+Replicated tables hold the domain's row models (``domain.rows``), one column
+per field (TEXT, or INTEGER for ints), plus one local column, ``pending_op``:
+the operation that wrote the row while the server has not confirmed it (NULL
 for rows pulled from the server).
 
-A migration is never edited once released; a change is a new migration.
-``tests/test_local_replica.py`` migrates from empty and checks that reopening
-applies no migration twice.
+To change the schema (a new row type, a new field, an index):
+
+1. Append a migration at the end of this file, named by the next number::
+
+       M002_CARD_NOTES = '''
+       ALTER TABLE cards ADD COLUMN note TEXT;
+       '''
+       sql_migration("m002_card_notes", M002_CARD_NOTES)
+
+   Literal SQL only, one statement after another (triggers allowed); it runs
+   in one transaction with the record that it ran.
+2. Add its SHA-256 to ``REPLICA_MIGRATIONS`` in ``tests/test_schemas_frozen.py``
+   (the test prints it): from then on, and once released for ever, the test
+   fails if the migration's text changes.
+3. ``tests/test_replica_schema.py`` checks the migrated replica against the row
+   models (tables, columns, indexes): it fails until the migration is there.
+4. ``local_db.image.SCHEMA_ID`` changes by itself (it hashes this SQL), so
+   servers of the new release serve images only to workstations of it; older
+   workstations fall back to the row snapshot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from domain.areas import ROW_TYPES
-from domain.rows import Row, columns_of
-
 from .pinyin import name_terms
 
 migrations = Migrations("workstation_replica")
 
-# Keep the search index in step with patients, whoever writes them (the
-# clerk's command, a pull, the rebase). name_terms() is a Python function
-# registered on every connection (register_functions).
-SEARCH_TRIGGERS = (
-    """CREATE TRIGGER patients_search_insert AFTER INSERT ON patients BEGIN
-        INSERT INTO patient_search (rowid, terms) VALUES (new.rowid, name_terms(new.name));
-    END""",
-    """CREATE TRIGGER patients_search_delete AFTER DELETE ON patients BEGIN
-        DELETE FROM patient_search WHERE rowid = old.rowid;
-    END""",
-    """CREATE TRIGGER patients_search_update AFTER UPDATE OF name ON patients BEGIN
-        UPDATE patient_search SET terms = name_terms(new.name) WHERE rowid = new.rowid;
-    END""",
-)
+# Every migration's SQL, by name, in the order they run.
+MIGRATION_SQL: dict[str, str] = {}
 
 
-def replicated_table_sql(row_type: type[Row]) -> list[str]:
-    cols = []
-    for name, py_type in columns_of(row_type):
-        sql_type = "INTEGER" if py_type is int else "TEXT"
-        suffix = " PRIMARY KEY NOT NULL" if name == row_type.key else ""
-        cols.append(f"{name} {sql_type}{suffix}")
-    cols.append("pending_op TEXT")
-    statements = [f"CREATE TABLE {row_type.table} ({', '.join(cols)})"]
-    for index_name, index_cols, unique in row_type.indexes + row_type.replica_indexes:
-        # Uniqueness is the server's to enforce: a replica mid-rebase may hold a
-        # pending row beside the pulled row that will replace it.
-        del unique
-        statements.append(
-            f"CREATE INDEX {index_name} ON {row_type.table} ({', '.join(index_cols)})"
-        )
-    return statements
+def sql_migration(name: str, script: str) -> None:
+    """Register the migration ``name``, which runs ``script``."""
+    if MIGRATION_SQL and name <= list(MIGRATION_SQL)[-1]:
+        raise ValueError(f"migration {name} must sort after {list(MIGRATION_SQL)[-1]}")
+    MIGRATION_SQL[name] = script
 
+    def apply(db: Database) -> None:
+        run_script(db, script)
 
-@migrations()
-def m001_replica(db: Database) -> None:
-    for row_type in ROW_TYPES:
-        for statement in replicated_table_sql(row_type):
-            db.execute(statement)
-    run_script(
-        db,
-        """
-        CREATE INDEX patients_doc_no ON patients (doc_no);
-        CREATE INDEX transfers_op ON transfers (op_id);
-
-        -- Name and pinyin search; rowid follows patients.rowid.
-        CREATE VIRTUAL TABLE patient_search USING fts5(
-            terms, tokenize = 'unicode61', prefix = '1 2 3'
-        );
-        -- Every clerk action, in the order made here; resent verbatim until answered.
-        CREATE TABLE outbox (
-            client_seq INTEGER PRIMARY KEY,
-            op_id TEXT NOT NULL UNIQUE,
-            kind TEXT NOT NULL,
-            payload TEXT NOT NULL,
-            args_hash TEXT NOT NULL,
-            clerk_id TEXT NOT NULL,
-            clerk_roles TEXT NOT NULL,
-            at TEXT NOT NULL,
-            hlc TEXT NOT NULL,
-            created_mono REAL,
-            state TEXT NOT NULL DEFAULT 'pending',
-            local_outcome TEXT NOT NULL,
-            local_result TEXT,
-            server_result TEXT,
-            server_seq INTEGER,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            last_attempt_at TEXT
-        );
-        CREATE INDEX outbox_state ON outbox (state, client_seq);
-
-        -- Before-images of rows written by pending operations, for the rebase.
-        CREATE TABLE pending_effects (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            op_id TEXT NOT NULL,
-            tbl TEXT NOT NULL,
-            row_key TEXT NOT NULL,
-            before TEXT
-        );
-
-        -- Number blocks and other leases granted by the server.
-        CREATE TABLE leases (
-            lease_id TEXT PRIMARY KEY,
-            series TEXT NOT NULL,
-            first INTEGER NOT NULL,
-            last INTEGER NOT NULL,
-            next INTEGER NOT NULL,
-            granted_at TEXT NOT NULL
-        );
-        CREATE INDEX leases_series ON leases (series, first);
-
-        CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT);
-
-        -- Operations the server did not take as the clerk saw them.
-        CREATE TABLE sync_issues (
-            issue_id INTEGER PRIMARY KEY AUTOINCREMENT,
-            op_id TEXT NOT NULL UNIQUE,
-            kind TEXT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'open',
-            code TEXT NOT NULL,
-            params TEXT NOT NULL DEFAULT '{}',
-            summary TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            resolved_by TEXT,
-            resolved_at TEXT,
-            resolution TEXT
-        );
-        CREATE INDEX sync_issues_status ON sync_issues (status, issue_id);
-
-        -- Clerks who logged in here online: what offline login checks against.
-        CREATE TABLE clerk_cache (
-            username TEXT PRIMARY KEY,
-            clerk_id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            roles TEXT NOT NULL,
-            verifier TEXT NOT NULL,
-            last_online_login TEXT NOT NULL,
-            failed_attempts INTEGER NOT NULL DEFAULT 0,
-            locked_until TEXT
-        );
-        """,
-    )
-    for statement in SEARCH_TRIGGERS:
-        db.execute(statement)
+    apply.__name__ = name
+    migrations(name=name)(apply)
 
 
 def run_script(db: Database, script: str) -> None:
@@ -176,3 +87,142 @@ def migrate(db: Database) -> None:
 
 def schema_version(db: Database) -> list[str]:
     return [m.name for m in migrations.applied(db)]
+
+
+def schema_hash() -> str:
+    """A hash of every migration's name and SQL, in order: equal hashes, equal
+    schemas (``local_db.image.SCHEMA_ID``)."""
+    digest = hashlib.sha256(migrations.name.encode())
+    for name, script in MIGRATION_SQL.items():
+        digest.update(b"\0" + name.encode() + b"\0" + script.encode())
+    return digest.hexdigest()
+
+
+# Keep the search index in step with patients, whoever writes them (the
+# clerk's command, a pull, the rebase). name_terms() is a Python function
+# registered on every connection (register_functions). The triggers as the
+# latest migration made them: a snapshot load drops and makes them again.
+SEARCH_TRIGGERS = (
+    """CREATE TRIGGER patients_search_insert AFTER INSERT ON patients BEGIN
+        INSERT INTO patient_search (rowid, terms) VALUES (new.rowid, name_terms(new.name));
+    END""",
+    """CREATE TRIGGER patients_search_delete AFTER DELETE ON patients BEGIN
+        DELETE FROM patient_search WHERE rowid = old.rowid;
+    END""",
+    """CREATE TRIGGER patients_search_update AFTER UPDATE OF name ON patients BEGIN
+        UPDATE patient_search SET terms = name_terms(new.name) WHERE rowid = new.rowid;
+    END""",
+)
+
+
+# ---------------------------------------------------------------------------
+# The migrations. Released ones are frozen; add new ones at the end.
+# ---------------------------------------------------------------------------
+
+# Release 0.1.0. Written as literal SQL after that release, byte for byte what
+# its code (which generated the replicated tables from the row models) left in
+# sqlite_master, odd indentation included.
+M001_REPLICA = """\
+-- Replicated tables: the row models' fields, then pending_op.
+CREATE TABLE patients (patient_id TEXT PRIMARY KEY NOT NULL, name TEXT, sex TEXT, birth_date TEXT, doc_type TEXT, doc_no TEXT, phone TEXT, address TEXT, registered_at TEXT, registered_by TEXT, registered_device TEXT, pending_op TEXT);
+-- Uniqueness is the server's to enforce: a replica mid-rebase may hold a
+-- pending row beside the pulled row that will replace it.
+CREATE INDEX patients_document ON patients (doc_type, doc_no);
+CREATE INDEX patients_phone ON patients (phone);
+CREATE INDEX patients_name ON patients (name);
+CREATE TABLE patient_aliases (alias_id TEXT PRIMARY KEY NOT NULL, patient_id TEXT, mapped_at TEXT, pending_op TEXT);
+CREATE INDEX patient_aliases_patient ON patient_aliases (patient_id);
+CREATE TABLE cards (card_no TEXT PRIMARY KEY NOT NULL, patient_id TEXT, status TEXT, issued_at TEXT, issued_by TEXT, issued_device TEXT, status_changed_at TEXT, pending_op TEXT);
+CREATE INDEX cards_patient ON cards (patient_id);
+CREATE TABLE transfers (transfer_id TEXT PRIMARY KEY NOT NULL, debit_account TEXT, credit_account TEXT, amount_fen INTEGER, kind TEXT, method TEXT, patient_id TEXT, card_no TEXT, receipt_no TEXT, clerk_id TEXT, device_id TEXT, at TEXT, op_id TEXT, pending_op TEXT);
+CREATE INDEX transfers_debit ON transfers (debit_account);
+CREATE INDEX transfers_credit ON transfers (credit_account);
+CREATE INDEX transfers_receipt ON transfers (receipt_no);
+-- Only the replicas keep this one: a patient's receipts at the window.
+CREATE INDEX transfers_patient ON transfers (patient_id);
+-- The windows' own look-ups.
+CREATE INDEX patients_doc_no ON patients (doc_no);
+CREATE INDEX transfers_op ON transfers (op_id);
+-- Name and pinyin search; rowid follows patients.rowid.
+CREATE VIRTUAL TABLE patient_search USING fts5(
+            terms, tokenize = 'unicode61', prefix = '1 2 3'
+        );
+-- Every clerk action, in the order made here; resent verbatim until answered.
+CREATE TABLE outbox (
+            client_seq INTEGER PRIMARY KEY,
+            op_id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            args_hash TEXT NOT NULL,
+            clerk_id TEXT NOT NULL,
+            clerk_roles TEXT NOT NULL,
+            at TEXT NOT NULL,
+            hlc TEXT NOT NULL,
+            created_mono REAL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            local_outcome TEXT NOT NULL,
+            local_result TEXT,
+            server_result TEXT,
+            server_seq INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_attempt_at TEXT
+        );
+CREATE INDEX outbox_state ON outbox (state, client_seq);
+-- Before-images of rows written by pending operations, for the rebase.
+CREATE TABLE pending_effects (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            op_id TEXT NOT NULL,
+            tbl TEXT NOT NULL,
+            row_key TEXT NOT NULL,
+            before TEXT
+        );
+-- Number blocks and other leases granted by the server.
+CREATE TABLE leases (
+            lease_id TEXT PRIMARY KEY,
+            series TEXT NOT NULL,
+            first INTEGER NOT NULL,
+            last INTEGER NOT NULL,
+            next INTEGER NOT NULL,
+            granted_at TEXT NOT NULL
+        );
+CREATE INDEX leases_series ON leases (series, first);
+CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT);
+-- Operations the server did not take as the clerk saw them.
+CREATE TABLE sync_issues (
+            issue_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            op_id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open',
+            code TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}',
+            summary TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            resolved_by TEXT,
+            resolved_at TEXT,
+            resolution TEXT
+        );
+CREATE INDEX sync_issues_status ON sync_issues (status, issue_id);
+-- Clerks who logged in here online: what offline login checks against.
+CREATE TABLE clerk_cache (
+            username TEXT PRIMARY KEY,
+            clerk_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            verifier TEXT NOT NULL,
+            last_online_login TEXT NOT NULL,
+            failed_attempts INTEGER NOT NULL DEFAULT 0,
+            locked_until TEXT
+        );
+-- The search index follows patients (name_terms: register_functions).
+CREATE TRIGGER patients_search_insert AFTER INSERT ON patients BEGIN
+        INSERT INTO patient_search (rowid, terms) VALUES (new.rowid, name_terms(new.name));
+    END;
+CREATE TRIGGER patients_search_delete AFTER DELETE ON patients BEGIN
+        DELETE FROM patient_search WHERE rowid = old.rowid;
+    END;
+CREATE TRIGGER patients_search_update AFTER UPDATE OF name ON patients BEGIN
+        UPDATE patient_search SET terms = name_terms(new.name) WHERE rowid = new.rowid;
+    END;
+"""
+sql_migration("m001_replica", M001_REPLICA)

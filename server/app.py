@@ -40,8 +40,10 @@ from sync.protocol import (
 
 from .auth import AuthError, AuthService, Device, Session
 from .checkpoint import WalCheckpointer
-from .db import create_schema, is_sqlite, make_engine, utc_now
+from .db import is_sqlite, make_engine, utc_now
 from .leases import NumbersExhausted, grant_block
+from .migrate import check_schema
+from .migrate import migrate as migrate_schema
 from .snapshots import SnapshotImages, image_chunks
 from .sync_service import SyncService
 
@@ -111,13 +113,29 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def create_app(engine: Engine | str, snapshot_dir: Path | None = None) -> FastAPI:
-    """The server app over ``engine`` (or a database URL); creates missing tables.
-    Replica images are kept in ``snapshot_dir`` (default: see
-    ``server.snapshots.default_directory``)."""
+def create_app(
+    engine: Engine | str, snapshot_dir: Path | None = None, *, migrate: bool = False
+) -> FastAPI:
+    """The server app over ``engine`` (or a database URL). Replica images are
+    kept in ``snapshot_dir`` (default: see ``server.snapshots.default_directory``).
+
+    The database must be at the newest schema revision: else this raises
+    ``SchemaNotCurrent``, whose message names the command that migrates it
+    (``workstation admin --db URL migrate``). ``migrate=True`` migrates it
+    first instead (the demo and the tests; a site migrates as a step of its own,
+    after a backup)."""
+    url = engine if isinstance(engine, str) else None
     if isinstance(engine, str):
         engine = make_engine(engine)
-    create_schema(engine)
+    try:
+        if migrate:
+            migrate_schema(engine)
+        else:
+            check_schema(engine)
+    except Exception:
+        if url is not None:
+            engine.dispose()
+        raise
     # SQLite: the log is copied back into the file beside the pushes, not in one
     checkpointer = WalCheckpointer(engine) if is_sqlite(engine) else None
     auth = AuthService(engine)

@@ -1,9 +1,14 @@
-"""The central store's schema (SQLAlchemy Core) and engine set-up.
+"""The central store's tables (SQLAlchemy Core) and engine set-up.
 
 Replicated tables are generated from the domain's row models, so the server,
 the change log and every replica hold rows of one shape. Server-only tables
 hold clerks, devices, sessions, the processed operations (which are also the
 audit record of every command), the change log and the number blocks.
+
+These definitions are what the queries use. The database itself is made and
+changed by the Alembic revisions in ``server/migrations`` (``server.migrate``);
+a test checks that the migrated schema equals ``metadata``, so a change here
+needs a new revision.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from domain.areas import ROW_TYPES
-from domain.numbers import SERIES_START, Series
 from domain.rows import Row, columns_of
 from domain.state import Policy
 
@@ -197,11 +201,6 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 
 
 WAL_CHECKPOINT_PAGES = 40_000
-# Indexes an earlier version of the server kept and this one does not (the
-# replicas still do): dropped from existing databases by create_schema.
-RETIRED_INDEXES = ("transfers_patient",)
-
-
 MMAP_BYTES = 2**31
 
 
@@ -250,24 +249,6 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-
-
-def create_schema(engine: Engine) -> None:
-    """Create missing tables, drop retired indexes, seed the counters and the
-    server epoch."""
-    metadata.create_all(engine)
-    with engine.connect().execution_options(writer=True) as conn, conn.begin():
-        for name in RETIRED_INDEXES:
-            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
-        existing = {r.name for r in conn.execute(select(counters.c.name))}
-        if CHANGE_SEQ not in existing:
-            conn.execute(insert(counters).values(name=CHANGE_SEQ, value=0))
-        for series in Series:
-            name = f"series:{series.value}"
-            if name not in existing:
-                conn.execute(insert(counters).values(name=name, value=SERIES_START[series]))
-        if conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).first() is None:
-            conn.execute(insert(meta).values(key="epoch", value=new_epoch()))
 
 
 def load_policy(conn: Connection) -> Policy:

@@ -5,6 +5,8 @@ transport, and workstations with their own replica, client and sync engine."""
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,9 @@ def _url(kind: str, tmp_path: Path) -> str:
     from server.db import make_engine, metadata
 
     engine = make_engine(PG_URL)
-    metadata.drop_all(engine)
+    metadata.drop_all(engine)  # a server made by the test migrates it again
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     engine.dispose()
     return PG_URL
 
@@ -53,3 +57,30 @@ def central_sqlite(sqlite_url: str):
     c = Central(sqlite_url)
     yield c
     c.close()
+
+
+@pytest.fixture
+def new_pg_database() -> Iterator[Callable[[str], str]]:
+    """Makes empty PostgreSQL databases of the test's own (uniquely named, on
+    the server of WORKSTATION_TEST_PG_URL) and drops them afterwards: for tests
+    that must not share the ``test`` database."""
+    if not PG_URL:
+        pytest.skip(PG_SKIP_REASON)
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(PG_URL)
+    admin_url = server.set(database="postgres").render_as_string(hide_password=False)
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return server.set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        for name in made:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

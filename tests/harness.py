@@ -23,7 +23,7 @@ class Central:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self.app = create_app(self.engine)
+        self.app = create_app(self.engine, migrate=True)
         self.auth = self.app.state.auth
         self.sync = self.app.state.sync
 

@@ -12,13 +12,14 @@ from sqlalchemy import Engine, select
 
 from server.app import create_app
 from server.checkpoint import WalCheckpointer
-from server.db import create_schema, make_engine, meta, writer
+from server.db import make_engine, meta, writer
+from server.migrate import migrate
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{tmp_path / 'central.db'}")
-    create_schema(engine)
+    migrate(engine)
     yield engine
     engine.dispose()
 
@@ -91,7 +92,7 @@ def test_reads_start_no_checkpoint_and_dispose_stops_the_thread(engine: Engine) 
 
 
 def test_the_sqlite_server_checkpoints_in_the_background(tmp_path: Path) -> None:
-    app = create_app(f"sqlite:///{tmp_path / 'central.db'}")
+    app = create_app(f"sqlite:///{tmp_path / 'central.db'}", migrate=True)
     try:
         checkpointer = app.state.checkpointer
         assert isinstance(checkpointer, WalCheckpointer)

@@ -135,6 +135,7 @@ def test_the_server_stops_cleanly_and_folds_its_log_into_the_file(tmp_path: Path
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     db = tmp_path / "central.db"
+    main(["admin", "--db", f"sqlite:///{db}", "migrate"])  # as a site does before the server
     server = subprocess.Popen(
         [sys.executable, "-m", "workstation.cli", "server", "--db", f"sqlite:///{db}"]
         + ["--host", "127.0.0.1", "--port", str(port)],
@@ -152,7 +153,7 @@ def test_the_server_stops_cleanly_and_folds_its_log_into_the_file(tmp_path: Path
                 assert server.poll() is None, "the server did not start"
                 assert time.monotonic() < deadline, "the server did not answer"
                 time.sleep(0.2)
-        assert Path(f"{db}-wal").exists()  # the schema and counters were written
+        assert Path(f"{db}-wal").exists()  # the server has the database open
         server.send_signal(signal.SIGINT)  # what Ctrl+C or a service manager's stop sends
         assert server.wait(timeout=30) == 0
     finally:

@@ -2,6 +2,7 @@
 
 workstation demo                       the whole product on this machine
 workstation server --db URL            the central server
+workstation admin --db URL migrate     the database's schema, after installing a release
 workstation admin --db URL ...         clerks, enrolment codes, epochs, snapshots
 workstation enroll --server URL --code CODE
 workstation run                        a real workstation (after enroll)
@@ -17,6 +18,10 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "hospital-workstation"
 
@@ -46,9 +51,22 @@ def main(argv: list[str] | None = None) -> None:
         "database file; for PostgreSQL a temporary directory of the server process)",
     )
 
-    admin = sub.add_parser("admin", help="administer the central server's database")
+    admin = sub.add_parser(
+        "admin",
+        help="administer the central server's database",
+        description="Administer the central server's database. After installing a new "
+        "release (and on a new, empty database), back the database up and run `migrate` "
+        "before `workstation server`: the other commands, like the server, refuse a "
+        "database whose schema is not the release's (seed-demo, for a demo database, "
+        "migrates it itself).",
+    )
     admin.add_argument("--db", required=True)
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    admin_sub.add_parser(
+        "migrate",
+        help="bring the database's schema up to this release (creates it in an empty "
+        "database; a release-0.1.0 database is recognised); back it up first",
+    )
     clerk = admin_sub.add_parser("create-clerk", help="create a clerk (asks for the password)")
     clerk.add_argument("username")
     clerk.add_argument("--name", required=True)
@@ -77,7 +95,10 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="the server's --snapshot-dir (default: beside a SQLite database file)",
     )
-    seed = admin_sub.add_parser("seed-demo", help="fill an empty database with the demo hospital")
+    seed = admin_sub.add_parser(
+        "seed-demo",
+        help="fill an empty database with the demo hospital (migrates it first)",
+    )
     seed.add_argument("--patients", type=int, default=10_000)
 
     enroll = sub.add_parser("enroll", help="enroll this workstation with a one-time code")
@@ -154,10 +175,14 @@ def _serve(db: str, host: str, port: int, snapshot_dir: Path | None) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.migrate import SchemaError
     from workstation.heap import settle_heap
 
+    try:
+        app = create_app(db, snapshot_dir=snapshot_dir)
+    except SchemaError as exc:  # e.g. a new release before `admin migrate`
+        sys.exit(f"error: {exc}")
     logging.basicConfig(level=logging.INFO)
-    app = create_app(db, snapshot_dir=snapshot_dir)
     settle_heap()
     try:
         uvicorn.run(app, host=host, port=port)
@@ -168,21 +193,35 @@ def _serve(db: str, host: str, port: int, snapshot_dir: Path | None) -> None:
 
 
 def _admin(args: argparse.Namespace) -> None:
+    from server.db import make_engine
+    from server.migrate import SchemaError
+
+    engine = make_engine(args.db)
+    try:
+        _admin_command(args, engine)
+    except SchemaError as exc:
+        sys.exit(f"error: {exc}")
+    finally:
+        engine.dispose()
+
+
+def _admin_command(args: argparse.Namespace, engine: Engine) -> None:
     from sqlalchemy import select
 
     from domain.state import Policy
     from server.auth import AuthService
-    from server.db import (
-        clerks,
-        create_schema,
-        load_policy,
-        make_engine,
-        save_policy,
-        start_new_epoch,
-    )
+    from server.db import clerks, load_policy, save_policy, start_new_epoch
+    from server.migrate import check_schema, migrate
 
-    engine = make_engine(args.db)
-    create_schema(engine)
+    if args.admin_command == "migrate":
+        from server.migrate import display_url
+
+        print(f"{display_url(engine)}: {migrate(engine).describe()}")
+        return
+    if args.admin_command == "seed-demo":
+        migrate(engine)
+    else:
+        check_schema(engine)
     auth = AuthService(engine)
     if args.admin_command == "create-clerk":
         password = args.password or getpass.getpass(f"Password for {args.username}: ")

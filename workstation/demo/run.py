@@ -86,7 +86,7 @@ def prepare(data_dir: Path, patients: int, reset: bool) -> tuple[EmbeddedServer,
     central_db = data_dir / "central.db"
     fresh = not central_db.exists()
     engine = make_engine(f"sqlite:///{central_db}")
-    app = create_app(engine)
+    app = create_app(engine, migrate=True)  # a demo database migrates itself
     if fresh:
         print(f"Seeding the demo hospital ({patients:,} patients)…", flush=True)
         summary = seed_demo_hospital(engine, patients)

@@ -1,0 +1,52 @@
+"""Released migrations never change.
+
+A replica that recorded a migration as applied never runs it again, and a
+central database stamped at an Alembic revision never runs that revision
+again: editing a released one would leave sites with a schema nobody made.
+Each migration is pinned here by the SHA-256 of its text. A new migration is
+added here when it is written (the failure message gives its hash); while it is
+unreleased its pin may be updated, once released never.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from local_db.schema import MIGRATION_SQL
+from server.migrate import MIGRATIONS, revisions
+
+# name -> SHA-256 of the SQL text (local_db/schema.py), in the order they run
+REPLICA_MIGRATIONS = {
+    "m001_replica": "4062f643e3ce6e9f5ea4748bfbc022b7249a4cb5287a44a73d9c3cb7e68c5432",  # 0.1.0
+}
+
+# file in server/migrations/versions -> SHA-256 of its bytes, oldest first; a
+# revision's id is its file name without ".py"
+CENTRAL_REVISIONS = {
+    "0001_baseline.py": "1ba21be58eec22357663d8178affdbc0f149d81dd0bed8c54235b669b0636583",  # 0.1.0
+}
+
+
+def _sha256(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def test_released_replica_migrations_are_unchanged() -> None:
+    found = {name: _sha256(sql) for name, sql in MIGRATION_SQL.items()}
+    assert found == REPLICA_MIGRATIONS, (
+        "a replica migration changed, or a new one is not pinned yet: "
+        f"{ {n: h for n, h in found.items() if REPLICA_MIGRATIONS.get(n) != h} }"
+    )
+    assert list(found) == list(REPLICA_MIGRATIONS)
+
+
+def test_released_central_revisions_are_unchanged() -> None:
+    found = {
+        path.name: _sha256(path.read_bytes().replace(b"\r\n", b"\n"))
+        for path in sorted((MIGRATIONS / "versions").glob("*.py"))
+    }
+    assert found == CENTRAL_REVISIONS, (
+        "a central revision changed, or a new one is not pinned yet: "
+        f"{ {n: h for n, h in found.items() if CENTRAL_REVISIONS.get(n) != h} }"
+    )
+    assert revisions() == [name.removesuffix(".py") for name in CENTRAL_REVISIONS]
