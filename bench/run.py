@@ -177,6 +177,7 @@ class Bench:
         self.rng = random.Random(args.seed)
         self.work_dir = DATA_DIR / f"run-{self.n}"
         self.load_at_start = 0.0
+        self.shift_id: str | None = None  # the bench clerk's shift (set at login)
 
     # -- set-up ---------------------------------------------------------------
 
@@ -249,6 +250,7 @@ class Bench:
             await enroll_workstation(client, store, code, "bench window")
             await desk.login(BENCH_USER, BENCH_PASSWORD)
             actor = desk.actor()
+            self.shift_id = desk.shift_id  # the money the bench takes belongs to it
 
             self.build_image(app.state.snapshots)
             await self.bootstrap(sync, client, store)
@@ -355,11 +357,11 @@ class Bench:
         phase(f"top_up: {count:,} LocalStore.execute(TopUp) on distinct cards")
         cards = active_cards(store, count + warm, self.rng)
         for card in cards[:warm]:  # warm the statement cache; not counted
-            store.execute(actor, top_up_build(card, self.rng))
+            store.execute(actor, top_up_build(card, self.rng, self.shift_id))
         samples: list[float] = []
         with profiled("top_up", "top_up" in self.args.profile):
             for card in cards[warm:]:
-                build = top_up_build(card, self.rng)
+                build = top_up_build(card, self.rng, self.shift_id)
                 started = time.perf_counter()
                 store.execute(actor, build)
                 samples.append((time.perf_counter() - started) * 1000)
@@ -421,7 +423,9 @@ class Bench:
         pending = store.outbox_stats().pending
         missing = max(wanted - pending, 0)
         cards = active_cards(store, 5_000, self.rng)
-        made = make_ops(store, actor, missing, self.rng, cards, people_for(seed, missing))
+        made = make_ops(
+            store, actor, missing, self.rng, cards, people_for(seed, missing), self.shift_id
+        )
         # A workstation that made these ops offline checkpointed its log after
         # every failed sync cycle (SyncEngine.run); made here in one go, they
         # would leave ~1 GB of log for the drain to read through and the kernel

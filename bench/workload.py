@@ -13,6 +13,7 @@ from ulid import ULID
 
 from domain.cashier.issue_card import IssueCard, Prepayment
 from domain.cashier.top_up import TopUp
+from domain.leases import NUMBER_BLOCK
 from domain.money import PaymentMethod
 from domain.numbers import Series
 from domain.patients.register import RegisterPatient
@@ -100,11 +101,11 @@ async def ensure_numbers(
 ) -> None:
     """Lease number blocks (online) until ``needed`` numbers of ``series`` are at hand."""
     while (left := store.numbers_left(series)) < needed:
-        lease = await client.lease(series.value, min(LEASE_MAX, needed - left))
-        store.add_lease(lease.lease_id, lease.series, lease.first, lease.last, lease.granted_at)
+        lease = await client.lease(NUMBER_BLOCK, series.value, min(LEASE_MAX, needed - left))
+        store.add_lease(lease)
 
 
-def top_up_build(card_no: str, rng: random.Random):  # noqa: ANN201 - a LocalStore build callback
+def top_up_build(card_no: str, rng: random.Random, shift_id: str | None):  # noqa: ANN201 - a LocalStore build callback
     amount = rng.choice(TOP_UP_AMOUNTS_FEN)
     method = rng.choice(METHODS)
 
@@ -115,6 +116,7 @@ def top_up_build(card_no: str, rng: random.Random):  # noqa: ANN201 - a LocalSto
             amount_fen=amount,
             method=method,
             receipt_no=store.take_number(Series.RECEIPT),
+            shift_id=shift_id,
         )
 
     return build
@@ -146,6 +148,7 @@ def make_ops(
     rng: random.Random,
     cards: list[str],
     people: Iterator[Person],
+    shift_id: str | None,
 ) -> OpsMade:
     """``count`` clerk ops committed locally (offline): of every 10, one new
     patient registered, one card issued to them with a first prepayment and
@@ -177,7 +180,7 @@ def make_ops(
             )
             result = run("register_patient", lambda _s, c=command: c)
             if result is None or result.get("mapped"):
-                run("top_up", top_up_build(rng.choice(cards), rng))
+                run("top_up", top_up_build(rng.choice(cards), rng, shift_id))
                 continue
             patient_id = result["patient_id"]
             amount = rng.choice((1_000, 5_000, 10_000, 50_000))
@@ -191,6 +194,7 @@ def make_ops(
                     amount_fen=fen,
                     method=how,
                     receipt_no=s.take_number(Series.RECEIPT),
+                    shift_id=shift_id,
                 )
                 return IssueCard(
                     card_no=s.take_number(Series.CARD), patient_id=pid, prepayment=prepayment
@@ -198,6 +202,6 @@ def make_ops(
 
             run("issue_card", issue)
             continue
-        run("top_up", top_up_build(rng.choice(cards), rng))
+        run("top_up", top_up_build(rng.choice(cards), rng, shift_id))
     made.seconds = time.perf_counter() - started
     return made

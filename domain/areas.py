@@ -5,13 +5,22 @@ added here."""
 from __future__ import annotations
 
 from . import patients  # isort: skip
-from . import cards, ledger  # isort: skip
+from . import cards, ledger, shifts  # isort: skip
 from .cashier import cancel_card, issue_card, top_up
 from .commands import COMMANDS
 from .patients import register
 from .rows import row_types
 
-__all__ = ["cancel_card", "cards", "issue_card", "ledger", "patients", "register", "top_up"]
+__all__ = [
+    "cancel_card",
+    "cards",
+    "issue_card",
+    "ledger",
+    "patients",
+    "register",
+    "shifts",
+    "top_up",
+]
 
 # every row type and every command, now that all areas have registered theirs
 ROW_TYPES = row_types()

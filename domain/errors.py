@@ -157,6 +157,20 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "本工作站领用的{series}号段已用完，请联网后再试。",
         "This workstation has used up its leased {series} numbers; reconnect to get more.",
     ),
+    # shifts
+    "shift_unknown": (
+        "班次 {shift_id} 不存在，或不是本操作员在本机的班次。",
+        "Shift {shift_id} does not exist, or is not this clerk's shift on this workstation.",
+    ),
+    "shift_closed": (
+        "班次 {shift_id} 已交班，不能再收款；请重新登录开新班。",
+        "Shift {shift_id} has been closed and takes no more money; log in again to open a new one.",
+    ),
+    "shift_exists": ("该班次已开过。", "This shift has already been opened."),
+    "shift_already_open": (
+        "您在本机已有未交班的班次（{opened_at} 开班）。",
+        "You already have an open shift on this workstation (opened {opened_at}).",
+    ),
     # authority
     "role_forbidden": (
         "您的岗位（{roles}）不能办理“{command}”。",

@@ -19,6 +19,7 @@ from .leases import number_leased
 from .money import PaymentMethod, check_amount, parse_payment_method
 from .numbers import Series, receipt_sequence
 from .rows import IndexSpec, Row
+from .shifts import check_shift, drawer_account
 from .state import DeskState, OpContext
 
 
@@ -74,8 +75,10 @@ def deposit_account(patient_id: str) -> str:
 
 
 def intake_account(method: PaymentMethod | str, device_id: str) -> str:
-    """Where money taken at a window lands: the window's cash drawer, or the
-    clearing account of the bank card / WeChat / Alipay channel."""
+    """Where money taken at a window landed in release 0.1, before shifts: the
+    window's cash drawer, or the clearing account of the bank card / WeChat /
+    Alipay channel. Operations of that release still pushed book here; new
+    ones book to their shift's drawer (``domain.shifts.drawer_account``)."""
     method = PaymentMethod(method)
     if method is PaymentMethod.CASH:
         return f"drawer:{device_id}:cash"
@@ -118,7 +121,8 @@ def balance(state: DeskState, account: str) -> Balance:
 def check_receipt(state: DeskState, receipt_no: str, ctx: OpContext) -> None:
     """A receipt number from a block leased to this workstation, not used before."""
     sequence = receipt_sequence(receipt_no)
-    if sequence is None or not number_leased(state, Series.RECEIPT, sequence, ctx.actor.device_id):
+    device = ctx.actor.device_id
+    if sequence is None or not number_leased(state, Series.RECEIPT, sequence, device, ctx.at):
         raise DomainError("receipt_number_not_leased", receipt_no=receipt_no[:20])
     if state.exists(TransferRow, receipt_no=receipt_no):
         raise DomainError("receipt_number_used", receipt_no=receipt_no)
@@ -135,17 +139,23 @@ def money_in(
     receipt_no: str,
     patient_id: str,
     card_no: str,
+    shift_id: str | None,
 ) -> TransferRow:
-    """Money handed over at the window into the patient's deposit."""
+    """Money handed over at the window, in the clerk's shift, into the
+    patient's deposit."""
     check_amount(amount_fen, limit_fen=state.policy().max_amount_fen)
     payment = parse_payment_method(method)
     require_text_id(transfer_id, "transfer_id")
     if state.get(TransferRow, transfer_id) is not None:
         raise DomainError("transfer_exists")
+    if shift_id is not None:
+        intake = drawer_account(check_shift(state, shift_id, ctx).shift_id, payment)
+    else:  # an operation of release 0.1, made before shifts
+        intake = intake_account(payment, ctx.actor.device_id)
     check_receipt(state, receipt_no, ctx)
     return TransferRow(
         transfer_id=transfer_id,
-        debit_account=intake_account(payment, ctx.actor.device_id),
+        debit_account=intake,
         credit_account=deposit_account(patient_id),
         amount_fen=amount_fen,
         kind=kind.value,

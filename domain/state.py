@@ -1,9 +1,10 @@
 """What a rule may read, and the context a command runs in.
 
 :class:`DeskState` is deliberately small and generic: rows by key, the first
-row matching some columns, whether one exists, a sum over a column, whether a
-lease covers a value, and the policy. Rules build everything else from these
-(``domain.patients.get_patient``, ``domain.ledger.balance``...), so a new
+row matching some columns, whether one exists, a sum over a column, a device's
+leases, and the policy. Rules build everything else from these
+(``domain.patients.get_patient``, ``domain.ledger.balance``,
+``domain.leases.leased``...), so a new
 command never needs a new storage method. Three implementations answer the
 same questions the same way, held to it by one contract test: the workstation
 replica (``local_db``), the central store (``server``) and the tests' fake.
@@ -12,9 +13,12 @@ replica (``local_db``), the central store (``server``) and the tests' fake.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from .rows import Row
+
+if TYPE_CHECKING:
+    from .leases import Lease
 
 Value = str | int | None
 R = TypeVar("R", bound=Row)
@@ -82,7 +86,9 @@ class DeskState(Protocol):
     ) -> int:
         """The sum of an integer column over the rows whose columns equal ``where``."""
 
-    def leased(self, kind: str, resource: str, value: int, device_id: str) -> bool:
-        """Whether ``value`` of ``resource`` lies in a lease of ``kind`` held by ``device_id``."""
+    def leases(self, kind: str, resource: str, device_id: str) -> list[Lease]:
+        """The leases of ``kind`` on ``resource`` granted to ``device_id``,
+        returned or expired ones included (an operation made before then may
+        still use them: ``domain.leases.leased`` decides)."""
 
     def policy(self) -> Policy: ...

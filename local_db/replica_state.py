@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, cast
 
-from domain.leases import NUMBER_BLOCK
+from domain.leases import LEASES_SQL, Lease, lease_of
 from domain.reads import exists_sql, row_of, select_sql, sum_sql, where_of
 from domain.rows import Row
 from domain.state import Policy, R, Value
@@ -41,18 +41,9 @@ class ReplicaState:
             self.conn.execute(sum_sql(row_type, column, names, pending), values).fetchone()[0]
         )
 
-    def leased(self, kind: str, resource: str, value: int, device_id: str) -> bool:
-        # every lease in this replica was granted to this workstation
-        del device_id
-        if kind != NUMBER_BLOCK:
-            return False
-        return (
-            self.conn.execute(
-                "SELECT 1 FROM leases WHERE series = ? AND first <= ? AND last >= ?",
-                (resource, value, value),
-            ).fetchone()
-            is not None
-        )
+    def leases(self, kind: str, resource: str, device_id: str) -> list[Lease]:
+        rows = self.conn.execute(LEASES_SQL, (kind, resource, device_id)).fetchall()
+        return [lease_of(tuple(row)) for row in rows]
 
     def policy(self) -> Policy:
         return self._policy()

@@ -226,3 +226,41 @@ CREATE TRIGGER patients_search_update AFTER UPDATE OF name ON patients BEGIN
     END;
 """
 sql_migration("m001_replica", M001_REPLICA)
+
+# General leases: a kind and a resource, and a range (with the next number
+# not yet used here), a set of ids or a quantity (with how much is used
+# here); expiry and return. Each number block of 0.1.0 becomes a lease of
+# kind number_block on its series, granted to this workstation.
+M002_GENERAL_LEASES = """\
+CREATE TABLE leases_general (
+    lease_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    granted_at TEXT NOT NULL,
+    first INTEGER,
+    last INTEGER,
+    ids TEXT,
+    quantity INTEGER,
+    expires_at TEXT,
+    returned_at TEXT,
+    next INTEGER,
+    used INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO leases_general (lease_id, kind, resource, device_id, granted_at, first, last, next)
+    SELECT lease_id, 'number_block', series,
+        COALESCE((SELECT value FROM sync_state WHERE key = 'device_id'), ''),
+        granted_at, first, last, next
+    FROM leases;
+DROP TABLE leases;
+ALTER TABLE leases_general RENAME TO leases;
+CREATE INDEX leases_kind ON leases (kind, resource, first);
+"""
+sql_migration("m002_general_leases", M002_GENERAL_LEASES)
+
+# A clerk's shift, which the money taken belongs to (domain.shifts.ShiftRow).
+M003_SHIFTS = """\
+CREATE TABLE shifts (shift_id TEXT PRIMARY KEY NOT NULL, clerk_id TEXT, device_id TEXT, status TEXT, opened_at TEXT, closed_at TEXT, pending_op TEXT);
+CREATE INDEX shifts_clerk ON shifts (clerk_id, device_id, status);
+"""
+sql_migration("m003_shifts", M003_SHIFTS)

@@ -37,11 +37,13 @@ from domain.commands import Command, Decision, decide
 from domain.errors import DomainError, Rejection
 from domain.hlc import HybridClock
 from domain.json_text import to_json
+from domain.leases import NUMBER_BLOCK, Lease
 from domain.ledger import TransferRow, balance, deposit_account
 from domain.numbers import SERIES_NAMES, Series, number_for
 from domain.operation import Operation
 from domain.patients import PatientRow, get_patient
 from domain.rows import Row, columns_of
+from domain.shifts import open_shift_of
 from domain.state import Actor, OpContext, Policy
 
 from .image import IMAGE_KEYS, SCHEMA_ID, fsync_directory, image_info
@@ -191,6 +193,11 @@ class ServerResult:
 
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# the next number of the oldest block that has one left
+_NEXT_NUMBER = (
+    "SELECT lease_id, next FROM leases WHERE kind = ? AND resource = ? AND next <= last "
+    "AND returned_at IS NULL ORDER BY first LIMIT 1"
+)
 
 # The workstation's own tables, kept when the replicated ones are replaced by an
 # image. Not pending_effects: they describe the old replica's rows; the replay
@@ -444,38 +451,50 @@ class LocalStore:
 
     # -- leases: number blocks ---------------------------------------------
 
-    def add_lease(self, lease_id: str, series: str, first: int, last: int, granted_at: str) -> None:
+    def add_lease(self, lease: Lease) -> None:
+        """Keep a lease the server granted to this workstation."""
         with self.transaction():
-            self._changed("leases", lease_id)
+            self._changed("leases", lease.lease_id)
             self.conn.execute(
-                "INSERT OR IGNORE INTO leases (lease_id, series, first, last, next, granted_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (lease_id, series, first, last, first, granted_at),
+                "INSERT OR IGNORE INTO leases (lease_id, kind, resource, device_id, granted_at, "
+                "first, last, ids, quantity, expires_at, returned_at, next) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    lease.lease_id,
+                    lease.kind,
+                    lease.resource,
+                    lease.device_id,
+                    lease.granted_at,
+                    lease.first,
+                    lease.last,
+                    json.dumps(sorted(lease.ids)) if lease.ids is not None else None,
+                    lease.quantity,
+                    lease.expires_at,
+                    lease.returned_at,
+                    lease.first,
+                ),
             )
+
+    # -- number blocks: leases of kind number_block ------------------------------
 
     def numbers_left(self, series: Series) -> int:
         with self.read() as conn:
             row = conn.execute(
-                "SELECT COALESCE(SUM(last - next + 1), 0) FROM leases WHERE series = ? AND next <= last",
-                (series.value,),
+                "SELECT COALESCE(SUM(last - next + 1), 0) FROM leases "
+                "WHERE kind = ? AND resource = ? AND next <= last AND returned_at IS NULL",
+                (NUMBER_BLOCK, series.value),
             ).fetchone()
         return int(row[0])
 
     def peek_number(self, series: Series) -> str | None:
         with self.read() as conn:
-            row = conn.execute(
-                "SELECT next FROM leases WHERE series = ? AND next <= last ORDER BY first LIMIT 1",
-                (series.value,),
-            ).fetchone()
-        return number_for(series, int(row[0])) if row is not None else None
+            row = conn.execute(_NEXT_NUMBER, (NUMBER_BLOCK, series.value)).fetchone()
+        return number_for(series, int(row[1])) if row is not None else None
 
     def take_number(self, series: Series) -> str:
         """The next unused number of a leased block. Call inside the command's
         transaction, so a rejected command gives the number back."""
-        row = self.conn.execute(
-            "SELECT lease_id, next FROM leases WHERE series = ? AND next <= last ORDER BY first LIMIT 1",
-            (series.value,),
-        ).fetchone()
+        row = self.conn.execute(_NEXT_NUMBER, (NUMBER_BLOCK, series.value)).fetchone()
         if row is None:
             zh, en = SERIES_NAMES[series]
             raise DomainError("numbers_exhausted", series_zh=zh, series_en=en)
@@ -1039,6 +1058,12 @@ class LocalStore:
             balance_fen=deposit.fen,
             confirmed_balance_fen=deposit.confirmed_fen,
         )
+
+    def open_shift(self, clerk_id: str, device_id: str) -> str | None:
+        """The id of the clerk's open shift on this workstation, if any."""
+        with self.read() as conn:
+            shift = open_shift_of(self._read_state(conn), clerk_id, device_id)
+        return shift.shift_id if shift is not None else None
 
     def transfer_by_receipt(self, receipt_no: str) -> TransferRow | None:
         with self.read() as conn:

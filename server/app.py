@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.numbers import Series
+from domain.leases import NUMBER_BLOCK, Lease
 from local_db.image import SCHEMA_ID
 from sync.protocol import (
     DEVICE_HEADER,
@@ -28,10 +28,12 @@ from sync.protocol import (
     EnrollRequest,
     EnrollResponse,
     ErrorBody,
+    LeaseGrant,
     LeaseRequest,
-    LeaseResponse,
     LoginRequest,
     LoginResponse,
+    NumberBlockRequest,
+    NumberBlockResponse,
     PullResponse,
     PushRequest,
     PushResponse,
@@ -41,7 +43,7 @@ from sync.protocol import (
 from .auth import AuthError, AuthService, Device, Session
 from .checkpoint import WalCheckpointer
 from .db import is_sqlite, make_engine, utc_now
-from .leases import NumbersExhausted, grant_block
+from .leases import LeaseRefused, grant_lease
 from .migrate import check_schema
 from .migrate import migrate as migrate_schema
 from .snapshots import SnapshotImages, image_chunks
@@ -225,28 +227,50 @@ def create_app(
             auth.logout(authorization.removeprefix("Bearer ").strip())
         auth.record(session.clerk_id, session.device_id, "logout", session.username, "ok")
 
-    @app.post("/leases/numbers", response_model=LeaseResponse)
-    def lease_numbers(body: LeaseRequest, session: Annotated[Session, Depends(session_of)]) -> Any:
-        try:
-            block_id, first, last, granted_at = grant_block(
-                engine, session.device_id, Series(body.series), body.count
-            )
-        except NumbersExhausted:
-            return _error(
-                409,
-                "numbers_exhausted",
-                "号段已用尽，请联系信息科。",
-                "This number series is exhausted; call IT.",
-            )
-        auth.record(
-            session.clerk_id,
-            session.device_id,
-            "lease_numbers",
-            f"{body.series}:{first}-{last}",
-            "ok",
+    def granted(session: Session, kind: str, resource: str, count: int) -> Lease:
+        lease = grant_lease(engine, session.device_id, kind, resource, count, session.clerk_id)
+        what = (
+            f"{lease.first}-{lease.last}"
+            if lease.first is not None
+            else f"{len(lease.ids)} ids"
+            if lease.ids is not None
+            else str(lease.quantity)
         )
-        return LeaseResponse(
-            lease_id=block_id, series=body.series, first=first, last=last, granted_at=granted_at
+        auth.record(session.clerk_id, session.device_id, "lease", f"{kind}:{resource}:{what}", "ok")
+        return lease
+
+    @app.post(
+        "/leases",
+        response_model=LeaseGrant,
+        responses={
+            409: {"model": ErrorBody, "description": "nothing left to lease"},
+            422: {"model": ErrorBody, "description": "unknown kind or resource, or too many"},
+        },
+    )
+    def lease(body: LeaseRequest, session: Annotated[Session, Depends(session_of)]) -> Any:
+        """Lease ``count`` of ``resource`` of ``kind`` (``domain.leases``) to
+        the session's workstation."""
+        try:
+            return LeaseGrant.of(granted(session, body.kind, body.resource, body.count))
+        except LeaseRefused as exc:
+            return _error(exc.status, exc.code, exc.zh, exc.en)
+
+    @app.post("/leases/numbers", response_model=NumberBlockResponse, deprecated=True)
+    def lease_numbers(
+        body: NumberBlockRequest, session: Annotated[Session, Depends(session_of)]
+    ) -> Any:
+        """A number block, as workstations of release 0.1 ask for one."""
+        try:
+            lease = granted(session, NUMBER_BLOCK, body.series, body.count)
+        except LeaseRefused as exc:
+            return _error(exc.status, exc.code, exc.zh, exc.en)
+        assert lease.first is not None and lease.last is not None
+        return NumberBlockResponse(
+            lease_id=lease.lease_id,
+            series=body.series,
+            first=lease.first,
+            last=lease.last,
+            granted_at=lease.granted_at,
         )
 
     @app.post("/sync/push", response_model=PushResponse)

@@ -161,19 +161,25 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 
-number_blocks = Table(
-    "number_blocks",
+# What a workstation may use on its own (domain.leases): number blocks now;
+# bed pools, slot quotas and refund budgets are kinds of the same.
+leases = Table(
+    "leases",
     metadata,
-    Column("block_id", String(40), primary_key=True),
-    Column("series", String(20), nullable=False),
-    Column("first", BigInteger, nullable=False),
-    Column("last", BigInteger, nullable=False),
+    Column("lease_id", String(40), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("resource", String(64), nullable=False),
     Column("device_id", String(40), nullable=False),
+    Column("first", BigInteger),  # a range
+    Column("last", BigInteger),
+    Column("ids", Text),  # a set: JSON list
+    Column("quantity", BigInteger),  # a quantity
     Column("granted_at", String(40), nullable=False),
+    Column("granted_by", String(40)),  # the clerk whose session asked for it
+    Column("expires_at", String(40)),
+    Column("returned_at", String(40)),
 )
-Index(
-    "number_blocks_lookup", number_blocks.c.series, number_blocks.c.device_id, number_blocks.c.first
-)
+Index("leases_device", leases.c.kind, leases.c.resource, leases.c.device_id)
 
 # Requests that are not commands: logins, enrolments, leases, snapshots.
 audit = Table(

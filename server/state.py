@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from domain.leases import NUMBER_BLOCK
+from domain.leases import LEASES_SQL, Lease, lease_of
 from domain.reads import exists_sql, row_of, select_sql, sum_sql, where_of
 from domain.rows import Row
 from domain.state import Policy, R, Value
@@ -19,7 +19,7 @@ class ServerState:
     def __init__(self, sql: RawSql, policy: Policy) -> None:
         self.sql = sql
         self._policy = policy
-        self._blocks: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        self._leases: dict[tuple[str, str, str], list[Lease]] = {}
 
     def _first(self, row_type: type[R], names: tuple[str, ...], values: list[Any]) -> R | None:
         row = self.sql.one(select_sql(row_type, names, False), values)
@@ -44,19 +44,16 @@ class ServerState:
             return 0
         return int(self.sql.scalar(sum_sql(row_type, column, names, None), values) or 0)
 
-    def leased(self, kind: str, resource: str, value: int, device_id: str) -> bool:
-        if kind != NUMBER_BLOCK:
-            return False
-        # a device holds a handful of blocks: read them once per batch (the push
-        # transaction), not once per operation
-        key = (resource, device_id)
-        if any(first <= value <= last for first, last in self._blocks.get(key, ())):
-            return True
-        self.sql.execute(
-            'SELECT "first", "last" FROM number_blocks WHERE series = ? AND device_id = ?', key
-        )
-        blocks = self._blocks[key] = [(int(f), int(last)) for f, last in self.sql.cursor.fetchall()]
-        return any(first <= value <= last for first, last in blocks)
+    def leases(self, kind: str, resource: str, device_id: str) -> list[Lease]:
+        # a device holds a handful of leases: read them once per batch (the
+        # push transaction), not once per operation; a lease granted during the
+        # batch is for operations of later batches
+        key = (kind, resource, device_id)
+        found = self._leases.get(key)
+        if found is None:
+            self.sql.execute(LEASES_SQL, key)
+            found = self._leases[key] = [lease_of(row) for row in self.sql.cursor.fetchall()]
+        return found
 
     def policy(self) -> Policy:
         return self._policy

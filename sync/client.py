@@ -15,12 +15,14 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from domain.leases import Lease
+
 from .protocol import (
     DEVICE_HEADER,
     EnrollRequest,
     EnrollResponse,
+    LeaseGrant,
     LeaseRequest,
-    LeaseResponse,
     LoginRequest,
     LoginResponse,
     PullResponse,
@@ -136,9 +138,10 @@ class SyncClient:
             finally:
                 self.session_token = None
 
-    async def lease(self, series: str, count: int) -> LeaseResponse:
-        body = LeaseRequest(series=series, count=count).model_dump()  # type: ignore[arg-type]
-        return await self._call("POST", "/leases/numbers", LeaseResponse, json=body)
+    async def lease(self, kind: str, resource: str, count: int) -> Lease:
+        body = LeaseRequest(kind=kind, resource=resource, count=count).model_dump()
+        grant = await self._call("POST", "/leases", LeaseGrant, json=body)
+        return grant.lease()
 
     async def push(self, request: PushRequest) -> PushResponse:
         return await self._call(

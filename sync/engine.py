@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, BinaryIO
 
+from domain.leases import NUMBER_BLOCK
 from domain.numbers import Series
 from local_db.image import SCHEMA_ID
 from local_db.store import LocalStore, OutboxEntry, ServerResult
@@ -587,16 +588,9 @@ class SyncEngine:
             if left >= low:
                 continue
             try:
-                lease = await self.client.lease(series.value, count)
+                lease = await self.client.lease(NUMBER_BLOCK, series.value, count)
             except Refused as exc:
                 log.warning("no %s numbers leased: %s", series.value, exc)
                 continue
-            await asyncio.to_thread(
-                self.store.add_lease,
-                lease.lease_id,
-                lease.series,
-                lease.first,
-                lease.last,
-                lease.granted_at,
-            )
-            report.leased.append(f"{lease.series}:{lease.first}-{lease.last}")
+            await asyncio.to_thread(self.store.add_lease, lease)
+            report.leased.append(f"{lease.resource}:{lease.first}-{lease.last}")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.leases import Lease
 from domain.operation import MAX_PAYLOAD_CHARS, Operation
 
 DEVICE_HEADER = "X-Device-Token"
@@ -104,11 +105,66 @@ class LoginResponse(_Model):
 
 
 class LeaseRequest(_Model):
+    """Ask for a lease (``POST /leases``): ``count`` numbers, ids or units of
+    ``resource`` of lease ``kind`` (``domain.leases.LEASE_KINDS``)."""
+
+    kind: str = Field(min_length=1, max_length=40)
+    resource: str = Field(min_length=1, max_length=64)
+    count: int = Field(ge=1, le=1_000_000)
+
+
+class LeaseGrant(_Model):
+    """A granted lease: a range (first..last), a set of ids, or a quantity."""
+
+    lease_id: str
+    kind: str
+    resource: str
+    device_id: str
+    granted_at: str
+    first: int | None = None
+    last: int | None = None
+    ids: list[str] | None = None
+    quantity: int | None = None
+    expires_at: str | None = None
+
+    def lease(self) -> Lease:
+        return Lease(
+            lease_id=self.lease_id,
+            kind=self.kind,
+            resource=self.resource,
+            device_id=self.device_id,
+            granted_at=self.granted_at,
+            first=self.first,
+            last=self.last,
+            ids=frozenset(self.ids) if self.ids is not None else None,
+            quantity=self.quantity,
+            expires_at=self.expires_at,
+        )
+
+    @classmethod
+    def of(cls, lease: Lease) -> LeaseGrant:
+        return cls(
+            lease_id=lease.lease_id,
+            kind=lease.kind,
+            resource=lease.resource,
+            device_id=lease.device_id,
+            granted_at=lease.granted_at,
+            first=lease.first,
+            last=lease.last,
+            ids=sorted(lease.ids) if lease.ids is not None else None,
+            quantity=lease.quantity,
+            expires_at=lease.expires_at,
+        )
+
+
+class NumberBlockRequest(_Model):
+    """Release 0.1's ``POST /leases/numbers``, still answered for its workstations."""
+
     series: Literal["card", "receipt"]
     count: int = Field(ge=1, le=10_000)
 
 
-class LeaseResponse(_Model):
+class NumberBlockResponse(_Model):
     lease_id: str
     series: str
     first: int

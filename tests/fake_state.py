@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from domain.commands import Decision
-from domain.leases import NUMBER_BLOCK
+from domain.leases import Lease
 from domain.rows import Row, check_columns
 from domain.state import Policy, R, Value
 
@@ -17,8 +17,7 @@ from domain.state import Policy, R, Value
 class FakeState:
     # table -> key -> (row, written by a pending operation)
     tables: dict[str, dict[str, tuple[Row, bool]]] = field(default_factory=dict)
-    # (kind, resource, first, last, device)
-    leases: list[tuple[str, str, int, int, str]] = field(default_factory=list)
+    granted: list[Lease] = field(default_factory=list)
     the_policy: Policy = field(default_factory=Policy)
 
     # -- filling it ------------------------------------------------------------
@@ -31,7 +30,18 @@ class FakeState:
             self.put(row, pending=pending)
 
     def lease(self, kind: str, resource: str, first: int, last: int, device_id: str) -> None:
-        self.leases.append((kind, resource, first, last, device_id))
+        """A range of ``resource`` leased to ``device_id``."""
+        self.granted.append(
+            Lease(
+                lease_id=f"L{len(self.granted) + 1}",
+                kind=kind,
+                resource=resource,
+                device_id=device_id,
+                granted_at="2026-01-01T00:00:00+00:00",
+                first=first,
+                last=last,
+            )
+        )
 
     def rows(self, row_type: type[R]) -> list[R]:
         return [cast(R, row) for row, _ in self.tables.get(row_type.table, {}).values()]
@@ -69,14 +79,12 @@ class FakeState:
             if pending is None or is_pending == pending
         )
 
-    def leased(self, kind: str, resource: str, value: int, device_id: str) -> bool:
-        return any(
-            k == kind == NUMBER_BLOCK
-            and r == resource
-            and first <= value <= last
-            and d == device_id
-            for k, r, first, last, d in self.leases
-        )
+    def leases(self, kind: str, resource: str, device_id: str) -> list[Lease]:
+        return [
+            lease
+            for lease in self.granted
+            if (lease.kind, lease.resource, lease.device_id) == (kind, resource, device_id)
+        ]
 
     def policy(self) -> Policy:
         return self.the_policy

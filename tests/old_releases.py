@@ -69,3 +69,15 @@ def table_contents(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
             rows = conn.execute(text(f'SELECT * FROM "{table}"')).all()
             contents[table] = sorted((tuple(r) for r in rows), key=repr)
     return contents
+
+
+def blocks_as_leases(blocks: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows revision 0002 makes in ``leases`` of 0.1.0's ``number_blocks``
+    rows (block_id, series, first, last, device_id, granted_at), in the order
+    ``table_contents`` gives them."""
+    leases = [
+        (block_id, "number_block", series, device_id, first, last, None, None, granted_at)
+        + (None, None, None)
+        for block_id, series, first, last, device_id, granted_at in blocks
+    ]
+    return sorted(leases, key=repr)

@@ -16,6 +16,7 @@ from domain.commands import COMMANDS, Command
 from domain.operation import Operation
 from domain.patients.register import RegisterPatient
 from domain.roles import ROLE_NAMES, ROLES
+from domain.shifts import OpenShift
 from sync.protocol import PushRequest
 from tests.harness import Central, Station
 from workstation.cli import main
@@ -52,6 +53,7 @@ EXAMPLES: dict[str, Command] = {
             receipt_no="R000000002",
         ),
         CancelCard(card_no="1000000008", reason="damaged"),
+        OpenShift(shift_id="01KEXAMPLE0000000000000004"),
     )
 }
 HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -98,6 +100,7 @@ async def test_the_server_accepts_every_command(central_sqlite: Central, tmp_pat
     await station.enroll_and_login("everyone")
     clerk = station.desk.clerk
     assert clerk is not None
+    made_here = max(entry.op.client_seq for entry in station.store.outbox())  # the login's shift
     ops = [
         Operation.of(
             command,
@@ -108,7 +111,7 @@ async def test_the_server_accepts_every_command(central_sqlite: Central, tmp_pat
             at="2026-03-01T09:30:00+08:00",
             hlc="0001772328600000.00000",
         )
-        for seq, command in enumerate(EXAMPLES.values(), start=1)
+        for seq, command in enumerate(EXAMPLES.values(), start=made_here + 1)
     ]
     answer = await station.client.push(
         PushRequest(device_time="2026-03-01T09:30:00+08:00", ops=ops)

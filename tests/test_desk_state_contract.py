@@ -17,7 +17,7 @@ from domain.cashier.issue_card import IssueCard, Prepayment
 from domain.cashier.top_up import TopUp
 from domain.commands import Decision, decide
 from domain.errors import Rejection
-from domain.leases import NUMBER_BLOCK
+from domain.leases import NUMBER_BLOCK, leased, leased_quantity, number_block
 from domain.ledger import TransferRow, balance
 from domain.numbers import Series, card_no_for, receipt_no_for
 from domain.patients import PatientAliasRow, PatientRow, get_patient
@@ -25,7 +25,7 @@ from domain.patients.register import RegisterPatient
 from domain.rows import Row
 from domain.state import Actor, DeskState, OpContext, Policy
 from local_db.store import LocalStore
-from server.db import number_blocks, writer
+from server.db import leases, writer
 from server.raw import RawSql, upsert_sql
 from server.state import ServerState
 from tests.conftest import _url
@@ -105,8 +105,8 @@ def fake(rows: list[Row]) -> Iterator[DeskState]:
     state = FakeState(the_policy=POLICY)
     for row in rows:
         state.put(row)
-    state.lease(NUMBER_BLOCK, Series.CARD.value, *CARDS, DEVICE)
-    state.lease(NUMBER_BLOCK, Series.RECEIPT.value, *RECEIPTS, DEVICE)
+    state.granted.append(number_block("L-1", Series.CARD.value, *CARDS, DEVICE, AT))
+    state.granted.append(number_block("L-2", Series.RECEIPT.value, *RECEIPTS, DEVICE, AT))
     yield state
 
 
@@ -116,8 +116,8 @@ def replica_of(tmp_path: Path) -> Filled:
         store = LocalStore(tmp_path / "replica.db")
         store.set_meta("device_id", DEVICE)
         store.set_policy(POLICY)
-        store.add_lease("L-1", Series.CARD.value, *CARDS, AT)
-        store.add_lease("L-2", Series.RECEIPT.value, *RECEIPTS, AT)
+        store.add_lease(number_block("L-1", Series.CARD.value, *CARDS, DEVICE, AT))
+        store.add_lease(number_block("L-2", Series.RECEIPT.value, *RECEIPTS, DEVICE, AT))
         store.apply_pull(
             [(row.table, row.model_dump(), row.key_value) for row in rows],
             next_cursor=len(rows),
@@ -146,9 +146,10 @@ def server_of(url: str) -> Filled:
                     ((Series.CARD, CARDS), (Series.RECEIPT, RECEIPTS))
                 ):
                     conn.execute(
-                        insert(number_blocks).values(
-                            block_id=f"B-{i}",
-                            series=series.value,
+                        insert(leases).values(
+                            lease_id=f"B-{i}",
+                            kind=NUMBER_BLOCK,
+                            resource=series.value,
                             first=first,
                             last=last,
                             device_id=DEVICE,
@@ -202,12 +203,16 @@ def test_sums_and_balances(filled: Filled) -> None:
 
 def test_leases_and_policy(filled: Filled) -> None:
     with filled(ROWS) as state:
-        assert state.leased(NUMBER_BLOCK, "card", CARDS[0], DEVICE)
-        assert state.leased(NUMBER_BLOCK, "card", CARDS[1], DEVICE)
-        assert not state.leased(NUMBER_BLOCK, "card", CARDS[1] + 1, DEVICE)
-        assert state.leased(NUMBER_BLOCK, "receipt", 50, DEVICE)
-        assert not state.leased(NUMBER_BLOCK, "receipt", 51, DEVICE)
-        assert not state.leased("bed_pool", "card", CARDS[0], DEVICE)
+        assert [(x.first, x.last) for x in state.leases(NUMBER_BLOCK, "card", DEVICE)] == [CARDS]
+        assert state.leases(NUMBER_BLOCK, "card", "dev-2") == []
+        assert state.leases("bed_pool", "card", DEVICE) == []
+        assert leased(state, NUMBER_BLOCK, "card", CARDS[0], DEVICE, AT)
+        assert leased(state, NUMBER_BLOCK, "card", CARDS[1], DEVICE, AT)
+        assert not leased(state, NUMBER_BLOCK, "card", CARDS[1] + 1, DEVICE, AT)
+        assert leased(state, NUMBER_BLOCK, "receipt", 50, DEVICE)
+        assert not leased(state, NUMBER_BLOCK, "receipt", 51, DEVICE)
+        assert not leased(state, NUMBER_BLOCK, "card", CARDS[0], "dev-2")
+        assert leased_quantity(state, NUMBER_BLOCK, "card", DEVICE) == 0
         assert state.policy() == POLICY
 
 

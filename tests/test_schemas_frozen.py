@@ -18,12 +18,15 @@ from server.migrate import MIGRATIONS, revisions
 # name -> SHA-256 of the SQL text (local_db/schema.py), in the order they run
 REPLICA_MIGRATIONS = {
     "m001_replica": "4062f643e3ce6e9f5ea4748bfbc022b7249a4cb5287a44a73d9c3cb7e68c5432",  # 0.1.0
+    "m002_general_leases": "e6ee60db8025767ea136cc947d54f5af1e069be525967aba2463e3b6976809ab",
+    "m003_shifts": "36a31ae3068f24faccf0ee2f6bd860c37794c2a4ebffda816b5f807a23a3c267",
 }
 
 # file in server/migrations/versions -> SHA-256 of its bytes, oldest first; a
 # revision's id is its file name without ".py"
 CENTRAL_REVISIONS = {
     "0001_baseline.py": "1ba21be58eec22357663d8178affdbc0f149d81dd0bed8c54235b669b0636583",  # 0.1.0
+    "0002_leases_and_shifts.py": "95f555ccbb8376c22f15a7e4a9f8f03f1e4573fee802e8cff2c1022078b83721",
 }
 
 

@@ -128,10 +128,11 @@ class LoseFirstPushResponse(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
         self.dropped = 0
+        self.armed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
-        if request.url.path == "/sync/push" and self.dropped == 0:
+        if request.url.path == "/sync/push" and self.armed and self.dropped == 0:
             await response.aread()
             self.dropped += 1
             raise httpx.ReadError("connection reset after the server answered", request=request)
@@ -144,7 +145,8 @@ async def test_lost_push_response_is_retried_and_applied_once(
     central.clerk("cash_a", ["cashier"])
     faulty = LoseFirstPushResponse(central.transport())
     a = Station(central, tmp_path / "a", "window-a", transport=faulty)
-    await a.enroll_and_login("cash_a")
+    await a.enroll_and_login("cash_a")  # its shift is opened and pushed
+    faulty.armed = True
     reg = await a.register(ZHANG)
     card = await a.issue_card(reg.patient_id, "50", "cash")
     await a.top_up(card.card_no, "88", "cash")
@@ -155,7 +157,7 @@ async def test_lost_push_response_is_retried_and_applied_once(
     report = await a.engine.sync_once()
     assert report.pushed == 3  # the replays return the stored results
     with central.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(ops)).scalar() == 3
+        assert conn.execute(select(func.count()).select_from(ops)).scalar() == 3 + 1  # + shift
         assert conn.execute(select(func.count()).select_from(transfers)).scalar() == 2
     assert replica_rows(a.store) == server_rows(central)
     assert a.view(reg.patient_id).balance_fen == 13800

@@ -14,6 +14,7 @@ from textual.widgets import DataTable
 
 from domain.cards import CardRow
 from domain.cashier.top_up import TopUp
+from domain.leases import number_block
 from domain.ledger import TransferRow, deposit_account, intake_account
 from domain.numbers import Series
 from domain.patients import PatientRow
@@ -123,8 +124,9 @@ def desk(tmp_path: Path) -> Desk:
     )
     store = station.store
     store.set_meta("device_id", "DEV1")
-    store.add_lease("L1", "card", 100_000_100, 100_000_199, "2026-11-01T00:00:00+08:00")
-    store.add_lease("L2", "receipt", 500, 999, "2026-11-01T00:00:00+08:00")
+    granted = "2026-11-01T00:00:00+08:00"
+    store.add_lease(number_block("L1", "card", 100_000_100, 100_000_199, "DEV1", granted))
+    store.add_lease(number_block("L2", "receipt", 500, 999, "DEV1", granted))
     store.apply_pull(confirmed_rows(), next_cursor=3, epoch="E1", device_last_seq=0)
     actor = Actor("C1", frozenset({"cashier"}), "DEV1")
     # one top-up still pending, one the server refused

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from domain.areas import ROW_TYPES
 from domain.ledger import balance, deposit_account
+from domain.numbers import Series
 from local_db.schema import MIGRATION_SQL, schema_version
 from local_db.store import LocalStore
 from server.app import create_app
@@ -34,7 +35,13 @@ from server.db import (
     transfers,
 )
 from server.migrate import BASELINE, SchemaNotCurrent, head_revision, migrate, migrate_command
-from tests.old_releases import INFO_0_1_0, RELEASE_0_1_0, load_pg_dump, table_contents
+from tests.old_releases import (
+    INFO_0_1_0,
+    RELEASE_0_1_0,
+    blocks_as_leases,
+    load_pg_dump,
+    table_contents,
+)
 from workstation.builder import SyncTiming, build_workstation
 from workstation.cli import main
 from workstation.desk import DeskSettings
@@ -124,8 +131,12 @@ async def test_migrating_keeps_every_row_and_the_server_starts(site: Site, centr
     assert done.describe().startswith(f"database of release 0.1.0: stamped at {BASELINE}")
 
     after = table_contents(central)
+    # revision 0002: number blocks became leases, shifts came (empty)
+    moved = before.pop("number_blocks")
+    assert after.pop("leases") == blocks_as_leases(moved) and len(moved) == 4
+    assert after.pop("shifts") == []
     assert {t: len(r) for t, r in after.items()} == {t: len(r) for t, r in before.items()}
-    assert after == before  # every row, every value
+    assert after == before  # every other row, every value
     assert balances(central) == money
     with central.connect() as conn:
         assert (
@@ -183,10 +194,23 @@ def test_the_replica_of_0_1_0_opens_with_all_its_own_tables(site: Site) -> None:
         assert [tuple(r) for r in store.conn.execute("SELECT username FROM clerk_cache")] == [
             ("cash",)
         ]
-        assert store.conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 2
+        # number blocks are leases now, granted to this workstation, with what is used kept
+        blocks = before.pop("leases")
+        leases = store.conn.execute(
+            "SELECT lease_id, resource, first, last, next, granted_at, kind, device_id "
+            "FROM leases ORDER BY rowid"
+        ).fetchall()
+        assert [tuple(r) for r in leases] == [
+            (*block, "number_block", site.info["device_id"]) for block in blocks
+        ]
+        assert store.numbers_left(Series.CARD) == sum(
+            last - nxt + 1 for _, series, _, last, nxt, _ in blocks if series == "card"
+        )
     finally:
         store.close()
-    assert read_local_tables(site.replica) == before
+    after = read_local_tables(site.replica)
+    del after["leases"]
+    assert after == before
 
 
 async def test_the_upgraded_server_takes_the_work_the_replica_held(
@@ -207,7 +231,15 @@ async def test_the_upgraded_server_takes_the_work_the_replica_held(
         session = await desk.login(site.info["clerk"], site.info["password"])
         assert session is not None
         before = dict(store.conn.execute("SELECT client_seq, state FROM outbox"))
-        assert sorted(seq for seq, state in before.items() if state == "pending") == [8, 9, 10, 11]
+        # the four made offline before the upgrade, and the shift the login opened
+        assert sorted(seq for seq, state in before.items() if state == "pending") == [
+            8,
+            9,
+            10,
+            11,
+            12,
+        ]
+        assert store.outbox(1)[0].op.kind == "open_shift"
         await engine.sync_once()
 
         # the pending ops were applied; the answered ones are as they were

@@ -26,6 +26,7 @@ class Prepayment(BaseModel):
     amount_fen: int
     method: str
     receipt_no: str
+    shift_id: str | None = None  # None: made by a workstation of release 0.1
 
 
 class IssueCard(Command):
@@ -47,7 +48,8 @@ class IssueCard(Command):
             raise DomainError("card_format", card_no=self.card_no[:40])
         if state.get(CardRow, self.card_no) is not None:
             raise DomainError("card_already_issued", card_no=self.card_no)
-        if not number_leased(state, Series.CARD, card_sequence(self.card_no), ctx.actor.device_id):
+        sequence = card_sequence(self.card_no)
+        if not number_leased(state, Series.CARD, sequence, ctx.actor.device_id, ctx.at):
             raise DomainError("card_number_not_leased", card_no=self.card_no)
         patient = get_patient(state, self.patient_id)
         if patient is None:
@@ -81,6 +83,7 @@ class IssueCard(Command):
                 receipt_no=self.prepayment.receipt_no,
                 patient_id=patient.patient_id,
                 card_no=card.card_no,
+                shift_id=self.prepayment.shift_id,
             )
             rows.append(transfer)
             result["receipt_no"] = transfer.receipt_no

@@ -25,6 +25,7 @@ class TopUp(Command):
     amount_fen: int
     method: str
     receipt_no: str
+    shift_id: str | None = None  # None: made by a workstation of release 0.1
 
     def decide(self, state: DeskState, ctx: OpContext) -> Decision:
         card = usable_card(state, self.card_no)
@@ -40,6 +41,7 @@ class TopUp(Command):
             receipt_no=self.receipt_no,
             patient_id=patient_id,
             card_no=card.card_no,
+            shift_id=self.shift_id,
         )
         return Decision(
             rows=[transfer],

@@ -26,7 +26,7 @@ from domain.rows import Row
 from server.auth import AuthService, token_hash
 from server.bulk import bulk_load
 from server.db import devices, utc_now, writer
-from server.leases import grant_block
+from server.leases import grant_number_block
 
 from .people import generate_people
 
@@ -80,8 +80,11 @@ def demo_rows(
     rng = random.Random(seed)
     device_id = _registry_device(engine)
     cards_needed = int(patients * card_share) + 1
-    _, card_first, _, _ = grant_block(engine, device_id, Series.CARD, cards_needed)
-    _, receipt_first, _, _ = grant_block(engine, device_id, Series.RECEIPT, cards_needed * 2)
+    card_first = grant_number_block(engine, Series.CARD, cards_needed, device_id, None).first
+    receipt_first = grant_number_block(
+        engine, Series.RECEIPT, cards_needed * 2, device_id, None
+    ).first
+    assert card_first is not None and receipt_first is not None
     return _demo_rows(
         rng, device_id, patients, seed, card_share, card_first, cards_needed, receipt_first
     )

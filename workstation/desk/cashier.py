@@ -154,6 +154,7 @@ class CashierDesk:
     # -- the commands a draft makes ------------------------------------------------
 
     def _builder(self, draft: CashierDraft) -> Callable[[LocalStore], Command]:
+        shift_id = self.core.shift_id  # the money taken belongs to the clerk's shift
         if isinstance(draft, RegistrationDraft):
             command = RegisterPatient(
                 patient_id=str(ULID()),
@@ -176,6 +177,7 @@ class CashierDesk:
                         amount_fen=draft.prepay_fen,
                         method=draft.method,
                         receipt_no=store.take_number(Series.RECEIPT),
+                        shift_id=shift_id,
                     )
                 return IssueCard(
                     card_no=store.take_number(Series.CARD),
@@ -193,6 +195,7 @@ class CashierDesk:
                     amount_fen=draft.amount_fen,
                     method=draft.method,
                     receipt_no=store.take_number(Series.RECEIPT),
+                    shift_id=shift_id,
                 )
 
             return top_up

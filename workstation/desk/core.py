@@ -28,6 +28,7 @@ from domain.commands import Command, parse_command
 from domain.errors import DomainError, Rejection
 from domain.identity import DocumentType, parse_national_id
 from domain.numbers import parse_card_no
+from domain.shifts import MONEY_ROLES, OpenShift
 from domain.state import Actor, Policy
 from local_db.search import PatientHit
 from local_db.store import (
@@ -170,6 +171,7 @@ class Desk:
         self._password: str | None = None  # in memory only, to log in again after an outage
         self._listeners: list[Callable[[], None]] = []
         self._replica_ready = False
+        self.shift_id: str | None = None  # the clerk's shift: the money taken belongs to it
         from .cashier import CashierDesk  # a window's desk is built on this core
 
         self.cashier = CashierDesk(self)
@@ -243,7 +245,9 @@ class Desk:
         try:
             answer = await self.client.login(username, password)
         except (Offline, ServerBusy):
-            return await asyncio.to_thread(self._offline_login, username, password)
+            offline = await asyncio.to_thread(self._offline_login, username, password)
+            await self._open_shift()
+            return offline
         except (Unauthorised, Refused) as exc:
             raise LoginFailed(exc.code, exc.message_zh, exc.message_en) from None
         verifier = await asyncio.to_thread(_hasher.hash, password)
@@ -262,6 +266,7 @@ class Desk:
             clerk.clerk_id, clerk.username, clerk.name, frozenset(clerk.roles), "online"
         )
         self._password = password
+        await self._open_shift()
         self.engine.poke()
         self._notify()
         return self.clerk
@@ -337,8 +342,24 @@ class Desk:
         self._notify()
         return True
 
+    async def _open_shift(self) -> None:
+        """The clerk's open shift on this workstation, opened now if there is
+        none (offline too: opening one is an operation like any other). Only
+        clerks who take money work in a shift."""
+        self.shift_id = None
+        if self.clerk is None or not self.clerk.has_any(MONEY_ROLES):
+            return
+        actor = self.actor()
+        found = await asyncio.to_thread(self.store.open_shift, actor.clerk_id, actor.device_id)
+        if found is None:
+            command = OpenShift(shift_id=new_op_id())
+            await asyncio.to_thread(self.store.execute, actor, lambda _store: command)
+            found = command.shift_id
+        self.shift_id = found
+
     async def logout(self) -> None:
         self.clerk = None
+        self.shift_id = None  # still open: the clerk's next login here carries on in it
         self._password = None
         try:
             await self.client.logout()
