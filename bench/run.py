@@ -250,7 +250,7 @@ class Bench:
             await enroll_workstation(client, store, code, "bench window")
             await desk.login(BENCH_USER, BENCH_PASSWORD)
             actor = desk.actor()
-            self.shift_id = desk.shift_id  # the money the bench takes belongs to it
+            self.shift_id = await desk.current_shift()  # the money the bench takes belongs to it
 
             self.build_image(app.state.snapshots)
             await self.bootstrap(sync, client, store)

@@ -167,6 +167,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Shift {shift_id} has been closed and takes no more money; log in again to open a new one.",
     ),
     "shift_exists": ("该班次已开过。", "This shift has already been opened."),
+    "shift_missing": (
+        "尚未开班，不能收款：请注销后重新登录。",
+        "No shift is open, so no money can be taken: log out and in again.",
+    ),
     "shift_already_open": (
         "您在本机已有未交班的班次（{opened_at} 开班）。",
         "You already have an open shift on this workstation (opened {opened_at}).",

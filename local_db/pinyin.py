@@ -9,10 +9,10 @@ indexed, up to a cap that no real name reaches.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache, lru_cache
 from itertools import product
-
-from pypinyin import Style, pinyin
+from typing import Any
 
 MAX_COMBINATIONS = 64
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -23,11 +23,28 @@ def readings(char: str) -> tuple[str, ...]:
     """Every toneless reading of one character; a non-Han character reads as itself."""
     if not _HAN.match(char):
         return (char.lower(),)
-    found = pinyin(char, style=Style.NORMAL, heteronym=True, errors="ignore")
+    found = _pinyin()(char, heteronym=True, errors="ignore")
     options = (
         tuple(dict.fromkeys(r for r in found[0] if r.isascii() and r.isalpha())) if found else ()
     )
     return options or (char,)
+
+
+@cache
+def _pinyin() -> Callable[..., Any]:
+    """pypinyin, imported on first use: its dictionaries take ~0.25 s to load,
+    which a workstation's start (to the login screen) does not wait for."""
+    from functools import partial
+
+    from pypinyin import Style, pinyin
+
+    return partial(pinyin, style=Style.NORMAL)
+
+
+def warm_up() -> None:
+    """Load the dictionaries now (off the screen's thread), so the first
+    registration does not wait for them."""
+    readings("张")
 
 
 def name_terms(name: str) -> str:

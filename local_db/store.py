@@ -446,8 +446,8 @@ class LocalStore:
         return self._policy
 
     def set_policy(self, policy: Policy) -> None:
+        self._policy = policy  # in force at once; kept for the next start
         self.set_meta("policy", json.dumps(policy.as_dict()))
-        self._policy = policy
 
     # -- leases: number blocks ---------------------------------------------
 

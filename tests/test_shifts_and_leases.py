@@ -4,6 +4,9 @@ checked by the server, in force until returned or expired."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -230,7 +233,7 @@ async def test_the_login_opens_a_shift_that_its_money_belongs_to(
     central_sqlite: Central, tmp_path: Path
 ) -> None:
     station = await cashier_station(central_sqlite, tmp_path)
-    shift = station.desk.shift_id
+    shift = await station.desk.current_shift()
     assert shift is not None
     reg = await station.register(ZHANG)
     card = await station.issue_card(reg.patient_id, "20", "wechat")
@@ -242,12 +245,12 @@ async def test_the_login_opens_a_shift_that_its_money_belongs_to(
     # a logout does not close the shift: the next login carries on in it
     await station.desk.logout()
     await station.desk.login("cash", "secret-123")
-    assert station.desk.shift_id == shift
+    assert await station.desk.current_shift() == shift
     # and so does an offline login
     await station.desk.logout()
     station.offline()
     clerk = await station.desk.login("cash", "secret-123")
-    assert clerk.mode == "offline" and station.desk.shift_id == shift
+    assert clerk.mode == "offline" and await station.desk.current_shift() == shift
     await station.close()
 
 
@@ -263,7 +266,7 @@ async def test_a_shift_not_yet_pushed_reaches_the_server_ahead_of_its_money(
     central_sqlite.clerk("cash2", ["cashier"])
     await station.desk.logout()
     await station.desk.login("cash2", "secret-123")
-    second = station.desk.shift_id
+    second = await station.desk.current_shift()
     assert second is not None
     station.offline()
     card = await station.issue_card(reg.patient_id, "50", "cash")
@@ -276,4 +279,45 @@ async def test_a_shift_not_yet_pushed_reaches_the_server_ahead_of_its_money(
     with central_sqlite.engine.connect() as conn:
         [debit] = conn.execute(select(transfers.c.debit_account)).scalars().all()
     assert debit == f"shift:{second}:cash" and card.card_no is not None
+    await station.close()
+
+
+async def test_the_login_does_not_wait_for_the_store_but_money_waits_for_the_shift(
+    central_sqlite: Central, tmp_path: Path
+) -> None:
+    """A bootstrap may hold the store for seconds: the clerk is logged in at
+    once, and the shift their money belongs to is opened when the store is free."""
+    station = await cashier_station(central_sqlite, tmp_path)
+    central_sqlite.clerk("cash2", ["cashier"])
+    await station.desk.logout()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with station.store.transaction():
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        started = time.perf_counter()
+        await station.desk.login("cash2", "secret-123")
+        assert time.perf_counter() - started < 1.0
+        assert station.desk.shift_id is None  # not yet: the store is held
+        waiting = asyncio.create_task(station.desk.current_shift())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+    finally:
+        release.set()
+        holder.join()
+    shift = await waiting
+    assert (
+        shift is not None
+        and station.store.open_shift(
+            station.desk.clerk.clerk_id,  # type: ignore[union-attr]
+            station.store.device_id,
+        )
+        == shift
+    )
     await station.close()

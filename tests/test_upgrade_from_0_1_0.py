@@ -229,6 +229,7 @@ async def test_the_upgraded_server_takes_the_work_the_replica_held(
     store, engine, desk = station.store, station.engine, station.desk
     try:
         session = await desk.login(site.info["clerk"], site.info["password"])
+        await desk.current_shift()  # opened in the background at login
         assert session is not None
         before = dict(store.conn.execute("SELECT client_seq, state FROM outbox"))
         # the four made offline before the upgrade, and the shift the login opened

@@ -172,3 +172,30 @@ def test_production_refuses_a_missing_keyring(
     with pytest.raises(SecretsUnavailable, match="--secrets file"):
         open_secret_store("keyring", tmp_path)
     assert isinstance(open_secret_store("file", tmp_path), FileSecretStore)
+
+
+def test_the_log_file_is_written_by_a_thread_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+    import threading
+
+    from workstation.logs import log_to_file
+
+    writers: list[str] = []
+    emit = logging.FileHandler.emit
+
+    def noted(handler: logging.FileHandler, record: logging.LogRecord) -> None:
+        if handler.baseFilename == str(tmp_path / "workstation.log"):
+            writers.append(threading.current_thread().name)
+        emit(handler, record)
+
+    monkeypatch.setattr(logging.FileHandler, "emit", noted)
+    stop = log_to_file(tmp_path / "workstation.log")
+    try:
+        logging.getLogger("sync.engine").warning("server epoch changed")
+    finally:
+        stop()
+    assert "server epoch changed" in (tmp_path / "workstation.log").read_text(encoding="utf-8")
+    # the thread that logged (the app's event loop, say) did not write the file
+    assert writers and threading.current_thread().name not in writers

@@ -182,6 +182,7 @@ class WindowApp(App[None]):
     def logged_in(self) -> None:
         self.push_screen(HomeScreen())
         self.refresh_status()
+        self.run_worker(self.desk.warm_up, thread=True, name="warm-up", exit_on_error=False)
 
     def open_desk(self, name: str) -> None:
         if name == "cashier":

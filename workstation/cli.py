@@ -340,7 +340,9 @@ def _run(args: argparse.Namespace) -> None:
         sys.exit(f"error: {exc}")
     if token is None:
         sys.exit("error: no device token stored; enroll this workstation again")
-    logging.basicConfig(filename=args.data_dir / "workstation.log", level=logging.INFO)
+    from workstation.logs import log_to_file
+
+    stop_logging = log_to_file(args.data_dir / "workstation.log")
     station = build_workstation(
         args.data_dir / "workstation.db",
         settings.server_url,
@@ -357,6 +359,7 @@ def _run(args: argparse.Namespace) -> None:
         )
     finally:
         station.store.close()
+        stop_logging()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from workstation.desk import DeskSettings
 from workstation.desk.core import enroll_workstation
 from workstation.desk.i18n import default_language
 from workstation.instance import LOCK_FILE
+from workstation.logs import log_to_file
 from workstation.secrets import FileSecretStore
 
 from .seed import DEMO_CLERKS, seed_demo_hospital
@@ -104,11 +105,7 @@ def run_demo(
 ) -> None:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        filename=data_dir / "workstation.log",
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    stop_logging = log_to_file(data_dir / "workstation.log")
     server, engine = prepare(data_dir, patients, reset)
     secrets = FileSecretStore(
         data_dir / "secrets.json"
@@ -150,3 +147,4 @@ def run_demo(
             station.store.close()
         server.stop()
         engine.dispose()  # stops the log checkpointer; the last connection folds the log in
+        stop_logging()

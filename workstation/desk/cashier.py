@@ -153,8 +153,14 @@ class CashierDesk:
 
     # -- the commands a draft makes ------------------------------------------------
 
-    def _builder(self, draft: CashierDraft) -> Callable[[LocalStore], Command]:
-        shift_id = self.core.shift_id  # the money taken belongs to the clerk's shift
+    async def _builder(self, draft: CashierDraft) -> Callable[[LocalStore], Command]:
+        # the money taken belongs to the clerk's shift
+        shift_id = await self.core.current_shift()
+        takes_money = isinstance(draft, TopUpDraft) or (
+            isinstance(draft, IssueCardDraft) and draft.prepay_fen is not None
+        )
+        if takes_money and shift_id is None:
+            raise DomainError("shift_missing")
         if isinstance(draft, RegistrationDraft):
             command = RegisterPatient(
                 patient_id=str(ULID()),
@@ -205,11 +211,11 @@ class CashierDesk:
     async def check(self, draft: CashierDraft) -> None:
         """The rule's refusal now, before the clerk confirms (CommandRejected);
         nothing is written."""
-        await self.core.check(self._builder(draft))
+        await self.core.check(await self._builder(draft))
 
     async def commit(self, draft: CashierDraft) -> Done:
         """Commit the draft once; raises CommandRejected if the rules say no."""
-        committed = await self.core.commit(self._builder(draft))
+        committed = await self.core.commit(await self._builder(draft))
         kind = committed.executed.command.kind
         result = committed.result
         receipt, path = None, None

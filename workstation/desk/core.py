@@ -30,6 +30,7 @@ from domain.identity import DocumentType, parse_national_id
 from domain.numbers import parse_card_no
 from domain.shifts import MONEY_ROLES, OpenShift
 from domain.state import Actor, Policy
+from local_db import pinyin
 from local_db.search import PatientHit
 from local_db.store import (
     CommandRejected,
@@ -172,6 +173,7 @@ class Desk:
         self._listeners: list[Callable[[], None]] = []
         self._replica_ready = False
         self.shift_id: str | None = None  # the clerk's shift: the money taken belongs to it
+        self._shift_task: asyncio.Task[None] | None = None
         from .cashier import CashierDesk  # a window's desk is built on this core
 
         self.cashier = CashierDesk(self)
@@ -246,27 +248,30 @@ class Desk:
             answer = await self.client.login(username, password)
         except (Offline, ServerBusy):
             offline = await asyncio.to_thread(self._offline_login, username, password)
-            await self._open_shift()
+            self._settle(None)
             return offline
         except (Unauthorised, Refused) as exc:
             raise LoginFailed(exc.code, exc.message_zh, exc.message_en) from None
         verifier = await asyncio.to_thread(_hasher.hash, password)
         clerk = answer.clerk
-        await asyncio.to_thread(
-            self.store.cache_clerk,
-            username=clerk.username,
-            clerk_id=clerk.clerk_id,
-            name=clerk.name,
-            roles=clerk.roles,
-            verifier=verifier,
-            at=self.store.clock().isoformat(timespec="seconds"),
-        )
-        await asyncio.to_thread(self.store.set_policy, Policy.from_dict(answer.policy))
+        policy = Policy.from_dict(answer.policy)
         self.clerk = ClerkSession(
             clerk.clerk_id, clerk.username, clerk.name, frozenset(clerk.roles), "online"
         )
         self._password = password
-        await self._open_shift()
+
+        def remember() -> None:
+            self.store.cache_clerk(
+                username=clerk.username,
+                clerk_id=clerk.clerk_id,
+                name=clerk.name,
+                roles=clerk.roles,
+                verifier=verifier,
+                at=self.store.clock().isoformat(timespec="seconds"),
+            )
+            self.store.set_policy(policy)
+
+        self._settle(remember)
         self.engine.poke()
         self._notify()
         return self.clerk
@@ -313,7 +318,8 @@ class Desk:
             raise LoginFailed(
                 "login_failed", "用户名或密码错误。", "Wrong username or password."
             ) from None
-        self.store.clear_login_failures(username)
+        if cached["failed_attempts"] or cached["locked_until"]:
+            self.store.clear_login_failures(username)  # a write only when there is one to clear
         self.clerk = ClerkSession(
             cached["clerk_id"], username, cached["name"], frozenset(cached["roles"]), "offline"
         )
@@ -342,11 +348,35 @@ class Desk:
         self._notify()
         return True
 
+    def _settle(self, remember: Callable[[], None] | None) -> None:
+        """What a login writes (the clerk's verifier for offline logins, the
+        policy; then the clerk's shift, found or opened) is written in the
+        background: the login does not wait for the store, which a bootstrap
+        may hold for seconds; the clerk's first commit does
+        (:meth:`current_shift`)."""
+        self.shift_id = None
+
+        async def settle() -> None:
+            if remember is not None:
+                await asyncio.to_thread(remember)
+            await self._open_shift()
+
+        self._shift_task = asyncio.get_running_loop().create_task(settle())
+
+    async def current_shift(self) -> str | None:
+        """The clerk's open shift on this workstation, once it is found or opened."""
+        task = self._shift_task
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            except Exception:
+                log.exception("opening the clerk's shift failed")
+        return self.shift_id
+
     async def _open_shift(self) -> None:
         """The clerk's open shift on this workstation, opened now if there is
         none (offline too: opening one is an operation like any other). Only
         clerks who take money work in a shift."""
-        self.shift_id = None
         if self.clerk is None or not self.clerk.has_any(MONEY_ROLES):
             return
         actor = self.actor()
@@ -354,12 +384,17 @@ class Desk:
         if found is None:
             command = OpenShift(shift_id=new_op_id())
             await asyncio.to_thread(self.store.execute, actor, lambda _store: command)
+            self._notify()
+            self.engine.poke()
             found = command.shift_id
-        self.shift_id = found
+        if self.clerk is not None and self.clerk.clerk_id == actor.clerk_id:
+            self.shift_id = found
 
     async def logout(self) -> None:
+        await self.current_shift()  # let an opening finish: it is the clerk's
         self.clerk = None
         self.shift_id = None  # still open: the clerk's next login here carries on in it
+        self._shift_task = None
         self._password = None
         try:
             await self.client.logout()
@@ -427,6 +462,12 @@ class Desk:
     def hits(self, patient_ids: list[str]) -> dict[str, PatientHit]:
         """These patients' search lines as they are now."""
         return self.store.hits(patient_ids)
+
+    @staticmethod
+    def warm_up() -> None:
+        """Load what the first registration needs (pinyin dictionaries, ~0.25 s)
+        ahead of it; call off the screen's thread, after login."""
+        pinyin.warm_up()
 
     def replica_ready(self) -> bool:
         """Whether this workstation holds the patient data (it has bootstrapped
