@@ -34,8 +34,8 @@ def bootstrap_text(status: DeskStatus, i18n: I18n) -> str:
     """Where a bootstrap stands: the phase, a bar, bytes, percent and time left."""
     t = i18n.t
     progress = status.progress
-    if progress is None:  # waiting for the next try (the server is preparing, or offline)
-        return t("status.bootstrap_wait")
+    if progress is None:  # waiting: for a clerk's login, or the next try
+        return t("status.bootstrap_wait" if status.has_session else "status.bootstrap_login")
     if progress.phase == "preparing":
         waited = int(time.monotonic() - progress.started)
         return t("status.bootstrap_preparing", seconds=waited)

@@ -65,6 +65,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "status.never": ("尚未同步", "never synced"),
     "status.issues": ("同步问题 {count}", "Sync issues {count}"),
     "status.skew": ("本机时钟偏差 {seconds} 秒！", "Clock off by {seconds} s!"),
+    "status.bootstrap_login": (
+        "◌ 患者数据将在操作员登录后下载",
+        "◌ The patient data loads once a clerk logs in",
+    ),
     "status.bootstrap_wait": (
         "◌ 患者数据尚未下载，稍后自动重试",
         "◌ Patient data not loaded yet; retrying shortly",
