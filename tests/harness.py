@@ -75,6 +75,7 @@ class Station:
         code = self.central.auth.create_enrollment_code(self.name)
         await enroll_workstation(self.client, self.store, code, self.name)
         await self.desk.login(username, PASSWORD)
+        await self.desk.current_shift()  # opened in the background: pushed now with the rest
         await self.engine.sync_once()  # bootstrap + number blocks
 
     # -- the cashier's work, typed as at the window ------------------------------
