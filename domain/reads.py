@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
+from .leases import LEASES_SQL, Lease, lease_of
 from .rows import Row, check_columns, columns_of
-from .state import Value
+from .state import R, Value
 
 
 @lru_cache(maxsize=256)
@@ -62,3 +63,46 @@ def where_of(row_type: type[Row], where: dict[str, Value]) -> tuple[tuple[str, .
 
 def row_of(row_type: type[Row], values: Sequence[Any]) -> Row:
     return row_type.model_validate(dict(zip(row_type.model_fields, values, strict=True)))
+
+
+class SqlReads:
+    """The generic reads of :class:`~domain.state.DeskState` over a store that
+    answers SQL: the replica and the server differ only in how a statement is
+    run (:meth:`one`, :meth:`all`) and whether rows can be pending."""
+
+    pending_rows: bool  # the store keeps rows of operations still pending (a replica)
+
+    def one(self, sql: str, params: Sequence[Any]) -> Sequence[Any] | None:
+        raise NotImplementedError
+
+    def all(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        raise NotImplementedError
+
+    def _first(self, row_type: type[R], names: tuple[str, ...], values: list[Any]) -> R | None:
+        row = self.one(select_sql(row_type, names, self.pending_rows), values)
+        return cast(R, row_of(row_type, row)) if row is not None else None
+
+    def get(self, row_type: type[R], key: str) -> R | None:
+        return self._first(row_type, (row_type.key,), [key])
+
+    def find(self, row_type: type[R], **where: Value) -> R | None:
+        names, values = where_of(row_type, where)
+        return self._first(row_type, names, values)
+
+    def exists(self, row_type: type[Row], **where: Value) -> bool:
+        names, values = where_of(row_type, where)
+        return self.one(exists_sql(row_type, names), values) is not None
+
+    def sum(
+        self, row_type: type[Row], column: str, *, pending: bool | None = None, **where: Value
+    ) -> int:
+        names, values = where_of(row_type, where)
+        if not self.pending_rows:
+            if pending is True:
+                return 0  # nothing is pending here
+            pending = None
+        row = self.one(sum_sql(row_type, column, names, pending), values)
+        return int(row[0] or 0) if row is not None else 0
+
+    def leases(self, kind: str, resource: str, device_id: str) -> list[Lease]:
+        return [lease_of(row) for row in self.all(LEASES_SQL, (kind, resource, device_id))]
