@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 from .numbers import Series
-from .state import DeskState
+from .state import DeskState, Lease
+
+__all__ = ["Lease"]  # defined with the reads that return it (domain.state)
 
 NUMBER_BLOCK = "number_block"  # resource: a number Series; a range [first, last]
 
@@ -47,45 +48,6 @@ LEASE_KINDS: dict[str, LeaseKind] = {
         10_000,
     ),
 }
-
-
-@dataclass(frozen=True)
-class Lease:
-    lease_id: str
-    kind: str
-    resource: str
-    device_id: str
-    granted_at: str  # ISO 8601
-    first: int | None = None  # range
-    last: int | None = None
-    ids: frozenset[str] | None = None  # set
-    quantity: int | None = None  # quantity
-    expires_at: str | None = None  # ISO 8601; None: until returned
-    returned_at: str | None = None
-
-    def in_force_at(self, at: str | None) -> bool:
-        """Whether the lease held at ``at`` (an operation's time; None: now).
-        Not yet returned then, and not expired: what an operation made
-        offline used stays valid when it is pushed later."""
-        moment = _instant(at) if at else None
-        for end in (self.returned_at, self.expires_at):
-            if end is None:
-                continue
-            if moment is None or moment >= _instant(end):
-                return False
-        return True
-
-    def covers(self, value: int | str) -> bool:
-        if self.first is not None and self.last is not None and isinstance(value, int):
-            return self.first <= value <= self.last
-        if self.ids is not None:
-            return str(value) in self.ids
-        return False
-
-
-def _instant(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 def leased(

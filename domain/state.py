@@ -13,12 +13,10 @@ replica (``local_db``), the central store (``server``) and the tests' fake.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from datetime import datetime
+from typing import Protocol, TypeVar
 
 from .rows import Row
-
-if TYPE_CHECKING:
-    from .leases import Lease
 
 Value = str | int | None
 R = TypeVar("R", bound=Row)
@@ -62,6 +60,45 @@ class OpContext:
     @property
     def day(self) -> str:
         return self.at[:10]
+
+
+@dataclass(frozen=True)
+class Lease:
+    lease_id: str
+    kind: str
+    resource: str
+    device_id: str
+    granted_at: str  # ISO 8601
+    first: int | None = None  # range
+    last: int | None = None
+    ids: frozenset[str] | None = None  # set
+    quantity: int | None = None  # quantity
+    expires_at: str | None = None  # ISO 8601; None: until returned
+    returned_at: str | None = None
+
+    def in_force_at(self, at: str | None) -> bool:
+        """Whether the lease held at ``at`` (an operation's time; None: now).
+        Not yet returned then, and not expired: what an operation made
+        offline used stays valid when it is pushed later."""
+        moment = _instant(at) if at else None
+        for end in (self.returned_at, self.expires_at):
+            if end is None:
+                continue
+            if moment is None or moment >= _instant(end):
+                return False
+        return True
+
+    def covers(self, value: int | str) -> bool:
+        if self.first is not None and self.last is not None and isinstance(value, int):
+            return self.first <= value <= self.last
+        if self.ids is not None:
+            return str(value) in self.ids
+        return False
+
+
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 class DeskState(Protocol):

@@ -14,7 +14,7 @@ from workstation.desk import DomainError
 from workstation.desk.i18n import I18n
 
 if TYPE_CHECKING:
-    from workstation.desk import Desk
+    from workstation.desk import CashierDesk, Desk
 
 ResultT = TypeVar("ResultT")
 
@@ -27,6 +27,11 @@ class Translated:
     @property
     def desk(self) -> Desk:
         return self.app.desk  # type: ignore[no-any-return,unused-ignore]
+
+    @property
+    def cashier(self) -> CashierDesk:
+        """The cashier window's desk."""
+        return self.app.cashier  # type: ignore[no-any-return,unused-ignore]
 
     @property
     def i18n(self) -> I18n:

@@ -260,7 +260,7 @@ class CashierScreen(DeskScreen[None]):
     @work(thread=True, exclusive=True, group="stock", exit_on_error=False)
     def _load_stock(self) -> None:
         """The leased number blocks: offline, a clerk must see how many cards are left."""
-        cards, receipts = self.desk.cashier.numbers_left()
+        cards, receipts = self.cashier.numbers_left()
         self.app.call_from_thread(self._show_stock, cards, receipts)
 
     def _show_stock(self, cards: int, receipts: int) -> None:
@@ -330,7 +330,7 @@ class CashierScreen(DeskScreen[None]):
         working = self.query_one("#working", Static)
         working.update(self.t("form.working"))
         try:
-            done = await self.desk.cashier.commit(draft)
+            done = await self.cashier.commit(draft)
         except (DomainError, CommandRejected) as exc:
             self.notify(self.explain(exc), severity="error", timeout=15)
             return

@@ -23,7 +23,6 @@ from workstation.desk import (
     PAYMENT_METHODS,
     RESIDENT_ID,
     SEXES,
-    CashierDesk,
     CommandRejected,
     DomainError,
     IssueCardDraft,
@@ -118,10 +117,6 @@ class FormScreen(DeskModal[DraftT | None]):
     def __init__(self) -> None:
         super().__init__()
         self._busy = False
-
-    @property
-    def cashier(self) -> CashierDesk:
-        return self.desk.cashier
 
     def error(self, text: str) -> None:
         self.query_one("#form-error", Static).update(text)

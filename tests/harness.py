@@ -81,7 +81,7 @@ class Station:
     # -- the cashier's work, typed as at the window ------------------------------
 
     async def register(self, form: RegistrationDraft) -> Done:
-        cashier = self.desk.cashier
+        cashier = self.parts.cashier
         draft = cashier.registration(
             name=form.name,
             sex=form.sex,
@@ -96,18 +96,18 @@ class Station:
     async def issue_card(self, patient_id: str, amount_text: str, method: str) -> Done:
         view = self.desk.patient(patient_id)
         assert view is not None, patient_id
-        cashier = self.desk.cashier
+        cashier = self.parts.cashier
         return await cashier.commit(cashier.issue_card_draft(view, amount_text, method))
 
     async def top_up(self, card_text: str | None, amount_text: str, method: str) -> Done:
         assert card_text is not None
         view = self.desk.patient_by_card(card_text)
-        cashier = self.desk.cashier
+        cashier = self.parts.cashier
         return await cashier.commit(cashier.top_up_draft(view, card_text, amount_text, method))
 
     async def cancel_card(self, card_text: str | None, reason: str) -> Done:
         assert card_text is not None
-        cashier = self.desk.cashier
+        cashier = self.parts.cashier
         return await cashier.commit(cashier.cancel_card_draft(card_text, reason))
 
     def view(self, patient_id: str) -> PatientView:

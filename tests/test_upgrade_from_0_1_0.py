@@ -278,8 +278,8 @@ async def test_the_upgraded_server_takes_the_work_the_replica_held(
 
         # and new work goes through
         view = desk.patient_by_card(cards_no["wang"])
-        done = await desk.cashier.commit(
-            desk.cashier.top_up_draft(view, cards_no["wang"], "1.00", "cash")
+        done = await station.cashier.commit(
+            station.cashier.top_up_draft(view, cards_no["wang"], "1.00", "cash")
         )
         assert done.receipt is not None
         await engine.sync_once()

@@ -31,7 +31,7 @@ from screens.home import HomeScreen
 from screens.login import DemoInfo, LoginScreen
 from screens.sync_issues import SyncIssuesScreen
 from screens.widgets import DeskInput, StatusBar
-from workstation.desk import Desk, StoreChanges
+from workstation.desk import CashierDesk, Desk, StoreChanges
 from workstation.desk.i18n import I18n
 from workstation.heap import settle_heap
 
@@ -75,6 +75,7 @@ class WindowApp(App[None]):
         desk: Desk,
         i18n: I18n,
         *,
+        cashier: CashierDesk | None = None,
         demo: DemoInfo | None = None,
         clock: Callable[[], datetime] | None = None,
         run_sync: bool = True,
@@ -83,7 +84,8 @@ class WindowApp(App[None]):
     ) -> None:
         super().__init__()
         self.cursor_blink = cursor_blink
-        self.desk = desk
+        self.desk = desk  # the core every window shares
+        self.cashier = cashier or CashierDesk(desk)  # the cashier window's desk
         self.i18n = i18n
         self.demo = demo
         self.clock = clock or (lambda: datetime.now().astimezone())
@@ -316,6 +318,7 @@ def run_app(app: WindowApp) -> None:
 def make_app(
     desk: Desk,
     *,
+    cashier: CashierDesk | None = None,
     language: str,
     demo: DemoInfo | None = None,
     clock: Callable[[], datetime] | None = None,
@@ -326,6 +329,7 @@ def make_app(
     return WindowApp(
         desk,
         I18n(language),
+        cashier=cashier,
         demo=demo,
         clock=clock,
         run_sync=run_sync,

@@ -17,7 +17,7 @@ from sync.client import SyncClient
 from sync.engine import SyncEngine
 from sync.transports import SwitchableTransport
 
-from .desk import Desk, DeskSettings
+from .desk import CashierDesk, Desk, DeskSettings
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class Workstation:
     store: LocalStore
     client: SyncClient
     engine: SyncEngine
-    desk: Desk
+    desk: Desk  # the core every window shares
+    cashier: CashierDesk  # the cashier window's desk, on that core
     network: SwitchableTransport | None  # None on a real workstation: no switch
 
     async def aclose(self) -> None:
@@ -68,4 +69,4 @@ def build_workstation(
         max_delay_s=timing.max_delay_s,
     )
     desk = Desk(store, client, settings, network=network, engine=engine)
-    return Workstation(store, client, engine, desk, network)
+    return Workstation(store, client, engine, desk, CashierDesk(desk), network)

@@ -355,7 +355,11 @@ def _run(args: argparse.Namespace) -> None:
     )
     try:
         run_app(
-            make_app(station.desk, language=args.lang or settings.language or default_language())
+            make_app(
+                station.desk,
+                cashier=station.cashier,
+                language=args.lang or settings.language or default_language(),
+            )
         )
     finally:
         station.store.close()

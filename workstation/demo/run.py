@@ -140,7 +140,12 @@ def run_demo(
             accounts=[(u, p, tuple(roles)) for u, _, roles, p in DEMO_CLERKS],
             secrets_description=(secrets.description_zh, secrets.description),
         )
-        app = make_app(station.desk, language=language or default_language(), demo=demo)
+        app = make_app(
+            station.desk,
+            cashier=station.cashier,
+            language=language or default_language(),
+            demo=demo,
+        )
         run_app(app)
     finally:
         if station is not None:

@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ulid import ULID
 
@@ -28,10 +27,8 @@ from domain.numbers import Series, parse_card_no
 from domain.patients.register import RegisterPatient
 from local_db.store import LocalStore, PatientView
 
+from .core import Desk
 from .receipts import Receipt
-
-if TYPE_CHECKING:
-    from .core import Desk
 
 CASHIER_ROLES = frozenset({"cashier", "supervisor"})  # who opens the cashier desk
 

@@ -174,9 +174,6 @@ class Desk:
         self._replica_ready = False
         self.shift_id: str | None = None  # the clerk's shift: the money taken belongs to it
         self._shift_task: asyncio.Task[None] | None = None
-        from .cashier import CashierDesk  # a window's desk is built on this core
-
-        self.cashier = CashierDesk(self)
 
     # -- status ------------------------------------------------------------
 
