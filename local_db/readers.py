@@ -24,23 +24,29 @@ POOL_SIZE = 4  # idle connections kept; a screen rarely runs more than two reads
 
 
 class SwapLock:
-    """Many readers at once, or the one swap; a waiting swap goes first."""
+    """Many readers at once, or the one swap; a waiting swap goes first. A
+    thread that already reads may read again (a read within a read) without
+    waiting for a swap that waits for it."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._swapping = False
         self._swaps_waiting = 0
+        self._mine = threading.local()
 
     @contextmanager
     def shared(self) -> Iterator[None]:
+        depth = getattr(self._mine, "depth", 0)
         with self._cond:
-            while self._swapping or self._swaps_waiting:
+            while depth == 0 and (self._swapping or self._swaps_waiting):
                 self._cond.wait()
             self._readers += 1
+        self._mine.depth = depth + 1
         try:
             yield
         finally:
+            self._mine.depth = depth
             with self._cond:
                 self._readers -= 1
                 if self._readers == 0:

@@ -628,3 +628,38 @@ def test_name_terms_combinations_are_capped() -> None:
     # a name of many polyphonic characters must not blow up the index
     terms = name_terms("单" * 8).split()
     assert len(terms) <= 2 + 2 * 64
+
+
+def test_a_read_within_a_read_does_not_wait_for_a_waiting_swap() -> None:
+    """A swap waits for the reads in progress; a read that reads again (the
+    policy, a meta value) must not then wait for the swap: that would be a
+    deadlock."""
+    import threading
+
+    from local_db.readers import SwapLock
+
+    lock = SwapLock()
+    inner_done = threading.Event()
+    swap_waiting = threading.Event()
+
+    def reader() -> None:
+        with lock.shared():
+            swap_waiting.wait(2)
+            with lock.shared():  # must not wait for the swap that waits for us
+                inner_done.set()
+
+    def swapper() -> None:
+        with lock.exclusive():
+            pass
+
+    first = threading.Thread(target=reader)
+    first.start()
+    second = threading.Thread(target=swapper)
+    second.start()
+    while not lock._swaps_waiting:  # the swap is waiting for the reader
+        pass
+    swap_waiting.set()
+    assert inner_done.wait(2), "the read within a read waited for the swap"
+    first.join(2)
+    second.join(2)
+    assert not first.is_alive() and not second.is_alive()
