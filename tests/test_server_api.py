@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,9 @@ from domain.cashier.cancel_card import CancelCard
 from domain.cashier.issue_card import IssueCard, Prepayment
 from domain.cashier.top_up import TopUp
 from domain.commands import Command
+from domain.identity import check_char
 from domain.numbers import card_no_for, receipt_no_for
+from domain.operation import args_hash
 from domain.patients.register import RegisterPatient
 from server import auth as server_auth
 from server.app import create_app
@@ -150,10 +151,6 @@ async def lease(server: Server, window: Window, series: str, count: int = 10) ->
     assert response.status_code == 200, response.text
     body = response.json()
     return body["first"], body["last"]
-
-
-def args_hash(kind: str, payload: str) -> str:
-    return hashlib.sha256(f"{kind}\n{payload}".encode()).hexdigest()
 
 
 def now() -> str:
@@ -1152,3 +1149,22 @@ async def test_card_numbers_start_at_the_series_start(server: Server) -> None:
     assert (first, last) == (100_000_000, 100_000_004)
     first, _ = await lease(server, window, "receipt", 5)
     assert first == 1
+
+
+async def test_an_op_naming_another_device_is_refused(server: Server) -> None:
+    """The envelope names the device that made the op; the server holds it to
+    the device token that pushes it (release 0.1's ops name none)."""
+    window = await open_window(server)
+    other = await open_window(server, "cash2", name="w2")
+    made_elsewhere = wire(window, register_cmd()) | {"device_id": other.device_id}
+    [result] = await push(server, window, made_elsewhere)
+    assert result["status"] == "rejected" and result["code"] == "command_malformed"
+    assert result["params"] == {"detail": "device_id"}
+    made_here = wire(window, male_cmd()) | {"device_id": window.device_id}
+    zeng = "43010219900101123" + check_char("43010219900101123")
+    unnamed = wire(
+        window, register_cmd(doc_no=zeng, name="曾小明", sex="M", birth_date="1990-01-01")
+    )
+    assert "device_id" not in unnamed
+    results = await push(server, window, made_here, unnamed)
+    assert [r["status"] for r in results] == ["applied", "applied"]
