@@ -28,7 +28,7 @@ from local_db.store import LocalStore
 from server.app import create_app
 from server.checkpoint import QUIET_S, WalCheckpointer
 from server.db import make_engine
-from server.snapshots import GZIP_LEVEL, SnapshotImages
+from server.snapshots import GZIP_LEVEL
 from sync.client import SyncClient
 from sync.engine import SyncEngine, SyncReport
 from sync.protocol import SnapshotImageInfo
@@ -57,6 +57,7 @@ TOP_UP_P99_MS = 5.0
 SEARCH_P99_MS = 10.0
 DRAIN_OPS_PER_S = 5_000.0
 BOOTSTRAP_S = 30.0
+IMAGE_BUILD_PEAK_RSS_MB = 500.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -160,6 +161,12 @@ def file_mb(path: Path) -> float:
     return path.stat().st_size / MB if path.exists() else 0.0
 
 
+def child_output(command: list[str]) -> str:
+    """Run a measuring child to its end; its last line of output (JSON)."""
+    done = subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
 def phase(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
@@ -245,7 +252,7 @@ class Bench:
             await desk.login(BENCH_USER, BENCH_PASSWORD)
             actor = desk.actor()
 
-            self.build_image(app.state.snapshots)
+            self.build_image(central_db)
             await self.bootstrap(sync, client, store)
             drain = self.args.drain_ops
             http_ops = 0 if self.args.no_http else drain
@@ -270,28 +277,49 @@ class Bench:
             if not self.args.keep:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    def build_image(self, images: SnapshotImages) -> None:
-        phase("replica image: built on the server from its tables")
-        started = time.perf_counter()
-        image = images.build()
-        seconds = time.perf_counter() - started
+    def build_image(self, central_db: Path) -> None:
+        phase("replica image: built on the server from its tables, in a process of its own")
+        image = json.loads(
+            child_output([sys.executable, "-m", "bench.image_build", "--db", str(central_db)])
+        )
         self.results.add(
             "snapshot_image_build_s",
-            seconds,
+            image["build_s"],
             "s",
-            f"SnapshotImages.build() on the {self.n:,}-patient SQLite central server: "
-            f"{image.rows:,} rows read in one transaction into a new replica file (indexes and "
-            f"FTS search index made after the load), gzip level {GZIP_LEVEL}, SHA-256; made "
+            f"SnapshotImages.build() on the {self.n:,}-patient SQLite central server, in a "
+            f"process of its own (bench/image_build.py, as `workstation admin build-snapshot`): "
+            f"{image['rows']:,} rows read in one transaction into a new replica file (indexes "
+            f"and FTS search index made after the load), gzip level {GZIP_LEVEL}, SHA-256; made "
             "once (on demand, by `workstation admin build-snapshot` or when stale), not per "
             "workstation",
             digits=1,
         )
         self.results.add(
             "snapshot_image_mb",
-            image.size / MB,
+            image["size"] / MB,
             "MB",
-            f"gzip'd replica image of {image.rows:,} rows: what a new workstation downloads",
+            f"gzip'd replica image of {image['rows']:,} rows: what a new workstation downloads",
             digits=1,
+        )
+        self.results.add(
+            "image_build_peak_rss_mb",
+            image["peak_rss_mb"],
+            "MB",
+            "peak resident set (ru_maxrss) of the process that built snapshot_image_build_s: "
+            f"Python, SQLAlchemy and the server's snapshot code imported "
+            f"({image['rss_before_mb']:,.0f} MB before the build), the {self.n:,}-patient "
+            "tables read, the replica file written, indexed and gzip'd",
+            target=IMAGE_BUILD_PEAK_RSS_MB,
+            target_op="<=",
+            digits=0,
+        )
+        self.results.add(
+            "image_build_rss_kept_mb",
+            image["rss_after_mb"] - image["rss_before_mb"],
+            "MB",
+            "resident set of that process right after the build minus right before it, its "
+            "engine still open: what a server that built an image keeps",
+            digits=0,
         )
 
     async def bootstrap(self, sync: SyncEngine, client: SyncClient, store: LocalStore) -> None:
