@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,7 @@ from local_db.store import LocalStore
 from server.app import create_app
 from server.checkpoint import QUIET_S, WalCheckpointer
 from server.db import make_engine
-from server.snapshots import GZIP_LEVEL, SnapshotImages
+from server.snapshots import GZIP_LEVEL
 from sync.client import SyncClient
 from sync.engine import SyncEngine, SyncReport
 from sync.protocol import SnapshotImageInfo
@@ -57,6 +57,12 @@ TOP_UP_P99_MS = 5.0
 SEARCH_P99_MS = 10.0
 DRAIN_OPS_PER_S = 5_000.0
 BOOTSTRAP_S = 30.0
+IMAGE_BUILD_PEAK_RSS_MB = 500.0
+KEYPRESS_P95_MS = 50.0
+RSS_AFTER_SEARCHES_MB = 200.0
+RSS_GROWTH_MB = 5.0
+IDLE_CPU_PERCENT = 1.0
+COLD_START_S = 0.6
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,6 +79,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=300, help="search queries per kind")
     parser.add_argument("--drain-ops", type=int, default=10_000, help="outbox size to drain")
     parser.add_argument("--no-http", action="store_true", help="skip the uvicorn drain")
+    parser.add_argument(
+        "--no-window",
+        action="store_true",
+        help="skip the window's figures (keypress to results, its memory, cold start, idle CPU)",
+    )
+    parser.add_argument(
+        "--window-keys", type=int, default=500, help="keys typed into the cashier desk's search"
+    )
+    parser.add_argument("--cold-starts", type=int, default=5, help="cold starts timed")
+    parser.add_argument("--idle-s", type=float, default=20.0, help="seconds the idle CPU is read")
     parser.add_argument("--seed", type=int, default=7, help="workload random seed")
     parser.add_argument(
         "--profile",
@@ -165,6 +181,46 @@ def file_mb(path: Path) -> float:
     return path.stat().st_size / MB if path.exists() else 0.0
 
 
+def child_output(command: list[str]) -> str:
+    """Run a measuring child to its end; its last line of output (JSON)."""
+    done = subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+@contextlib.asynccontextmanager
+async def serving(central_db: Path) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The central server on ``central_db``, served by uvicorn in another
+    process (bench/serve.py), once it answers; stopped afterwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.serve", "--db", str(central_db), "--port", str(port)],
+        cwd=ROOT,
+    )
+    try:
+        probe = SyncClient(url)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    await probe.health()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("the uvicorn server did not start") from None
+                    await asyncio.sleep(0.2)
+        finally:
+            await probe.aclose()
+        yield url, server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def phase(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
@@ -252,7 +308,7 @@ class Bench:
             actor = desk.actor()
             self.shift_id = await desk.current_shift()  # the money the bench takes belongs to it
 
-            self.build_image(app.state.snapshots)
+            self.build_image(central_db)
             await self.bootstrap(sync, client, store)
             drain = self.args.drain_ops
             http_ops = 0 if self.args.no_http else drain
@@ -270,6 +326,10 @@ class Bench:
             await self.pull(store, sync)
             if not self.args.no_http:
                 await self.drain_http(central_db, store, client, actor)
+            # Last: its minutes between the image build and the drains left the
+            # server's pages cold for the drain (401 ops/s instead of ~2,300).
+            if not self.args.no_window:
+                await self.window(central_db, app.state.auth.create_enrollment_code)
         finally:
             await client.aclose()
             store.close()
@@ -277,28 +337,49 @@ class Bench:
             if not self.args.keep:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    def build_image(self, images: SnapshotImages) -> None:
-        phase("replica image: built on the server from its tables")
-        started = time.perf_counter()
-        image = images.build()
-        seconds = time.perf_counter() - started
+    def build_image(self, central_db: Path) -> None:
+        phase("replica image: built on the server from its tables, in a process of its own")
+        image = json.loads(
+            child_output([sys.executable, "-m", "bench.image_build", "--db", str(central_db)])
+        )
         self.results.add(
             "snapshot_image_build_s",
-            seconds,
+            image["build_s"],
             "s",
-            f"SnapshotImages.build() on the {self.n:,}-patient SQLite central server: "
-            f"{image.rows:,} rows read in one transaction into a new replica file (indexes and "
-            f"FTS search index made after the load), gzip level {GZIP_LEVEL}, SHA-256; made "
+            f"SnapshotImages.build() on the {self.n:,}-patient SQLite central server, in a "
+            f"process of its own (bench/image_build.py, as `workstation admin build-snapshot`): "
+            f"{image['rows']:,} rows read in one transaction into a new replica file (indexes "
+            f"and FTS search index made after the load), gzip level {GZIP_LEVEL}, SHA-256; made "
             "once (on demand, by `workstation admin build-snapshot` or when stale), not per "
             "workstation",
             digits=1,
         )
         self.results.add(
             "snapshot_image_mb",
-            image.size / MB,
+            image["size"] / MB,
             "MB",
-            f"gzip'd replica image of {image.rows:,} rows: what a new workstation downloads",
+            f"gzip'd replica image of {image['rows']:,} rows: what a new workstation downloads",
             digits=1,
+        )
+        self.results.add(
+            "image_build_peak_rss_mb",
+            image["peak_rss_mb"],
+            "MB",
+            "peak resident set (ru_maxrss) of the process that built snapshot_image_build_s: "
+            f"Python, SQLAlchemy and the server's snapshot code imported "
+            f"({image['rss_before_mb']:,.0f} MB before the build), the {self.n:,}-patient "
+            "tables read, the replica file written, indexed and gzip'd",
+            target=IMAGE_BUILD_PEAK_RSS_MB,
+            target_op="<=",
+            digits=0,
+        )
+        self.results.add(
+            "image_build_rss_kept_mb",
+            image["rss_after_mb"] - image["rss_before_mb"],
+            "MB",
+            "resident set of that process right after the build minus right before it, its "
+            "engine still open: what a server that built an image keeps",
+            digits=0,
         )
 
     async def bootstrap(self, sync: SyncEngine, client: SyncClient, store: LocalStore) -> None:
@@ -349,6 +430,193 @@ class Bench:
             file_mb(Path(str(replica) + "-wal")),
             "MB",
             "replica's WAL file left on disk after bootstrap (the image is renamed into place)",
+            digits=1,
+        )
+
+    async def window(self, central_db: Path, enrollment_code: Callable[[str], str]) -> None:
+        """The window's own figures, each in processes of their own, against
+        the server served by uvicorn in another process: a new workstation
+        bootstraps and types into the cashier desk (bench/window.py), then
+        `workstation run` is started on its data directory in a terminal
+        (bench/terminal.py) to time the cold start and read the idle CPU."""
+        data_dir = self.work_dir / "window"
+        keys = self.args.window_keys
+        async with serving(central_db) as (url, server):
+            phase(f"window: a new workstation bootstraps, then {keys} keys typed into its search")
+            config = {
+                "data_dir": str(data_dir),
+                "server_url": url,
+                "code": enrollment_code("bench window 2"),
+                "device_name": "bench window 2",
+                "user": BENCH_USER,
+                "password": BENCH_PASSWORD,
+                "keys": keys,
+                "seed": self.args.seed,
+            }
+            typed = json.loads(
+                child_output([sys.executable, "-m", "bench.window", json.dumps(config)])
+            )
+            self.typed_into_the_desk(typed)
+
+            runs = self.args.cold_starts
+            phase(f"cold start: `workstation run` to its login screen, {runs} times")
+            cold = json.loads(
+                child_output(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.terminal",
+                        "cold-start",
+                        "--data-dir",
+                        str(data_dir),
+                        "--runs",
+                        str(runs),
+                    ]
+                )
+            )
+            seconds = cold["seconds"]
+            print(
+                f"  {', '.join(f'{s:.2f} s' for s in seconds)} (first, not timed: "
+                f"{cold['first_s']:.2f} s)",
+                flush=True,
+            )
+            self.results.add(
+                "cold_start_s",
+                statistics.median(seconds),
+                "s",
+                f"median of {len(seconds)} starts of `workstation run --data-dir DIR --lang en` "
+                "(a fresh process each) in a 120 x 36 pseudo-terminal until the login screen is "
+                "drawn (its 'Username' label has reached the terminal): Python start-up, imports "
+                f"(bytecode cached), the {self.n:,}-patient replica opened, the app composed and "
+                "drawn (bench/terminal.py; one start before them not timed; each run quit with "
+                f"Ctrl+Q before the next; {min(seconds):.2f}-{max(seconds):.2f} s)",
+                target=COLD_START_S,
+                target_op="<=",
+                digits=2,
+            )
+
+            idle_s = self.args.idle_s
+            phase(f"idle: logged in on the cashier desk, nothing typed, for {idle_s:g} s")
+            quiet = json.loads(
+                child_output(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.terminal",
+                        "idle",
+                        "--data-dir",
+                        str(data_dir),
+                        "--user",
+                        BENCH_USER,
+                        "--password",
+                        BENCH_PASSWORD,
+                        "--seconds",
+                        str(idle_s),
+                        "--server-pid",
+                        str(server.pid),
+                    ]
+                )
+            )
+        work = (
+            f"`workstation run` in a pseudo-terminal (bench/terminal.py), logged in by typing, "
+            f"on the cashier desk (F2), {quiet['settle_s']:g} s to settle, then nothing typed for "
+            f"{quiet['wall_s']:.1f} s while its sync engine runs against the server (uvicorn, "
+            "another process, over HTTP): the workstation process's CPU time (user + system, "
+            "all its threads, /proc/PID/stat) over wall time, in per cent of one core; the "
+            "server's own CPU is not in it (idle_cpu_percent.server)"
+        )
+        self.results.add(
+            "idle_cpu_percent",
+            quiet["app_cpu_s"] / quiet["wall_s"] * 100,
+            "%",
+            work,
+            target=IDLE_CPU_PERCENT,
+            target_op="<=",
+            digits=2,
+        )
+        if quiet["server_cpu_s"] is not None:
+            self.results.add(
+                "idle_cpu_percent.server",
+                quiet["server_cpu_s"] / quiet["wall_s"] * 100,
+                "%",
+                "the server process's CPU time over the same wall time as idle_cpu_percent "
+                "(answering that workstation's sync cycles), in per cent of one core",
+                digits=2,
+            )
+
+    def typed_into_the_desk(self, typed: dict) -> None:
+        samples = [ms for _kind, ms in typed["samples"]]
+        keys = len(samples)
+        by_kind: dict[str, list[float]] = {}
+        for kind, ms in typed["samples"]:
+            by_kind.setdefault(kind, []).append(ms)
+        for kind, values in by_kind.items():
+            print(
+                f"  {kind}: {len(values)} keys, p50 {percentile(values, 50):.1f} ms, "
+                f"p95 {percentile(values, 95):.1f} ms",
+                flush=True,
+            )
+        examples = "; ".join(
+            f"{kind}: {', '.join(repr(q) for q in queries)}"
+            for kind, queries in typed["examples"].items()
+        )
+        rss = typed["rss_mb"]
+        print(
+            f"  bootstrap over HTTP {typed['bootstrap_s']:.1f} s ({typed['rows']:,} rows; "
+            f"{typed['pulled']:,} pulled after the typing); "
+            f"{typed['searches_run']} searches run by the desk; RSS MB: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()),
+            flush=True,
+        )
+        work = (
+            f"the real app (make_app over build_workstation, run_sync=False) on a new "
+            f"workstation's replica of {self.n:,} patients, bootstrapped from the image over HTTP "
+            f"in the same process (bench/window.py), driven by Textual's Pilot at 120 x 36 on the cashier "
+            f"desk: {typed['queries']} real queries typed one key at a time, F5 before each "
+            f"({examples}, ...); {keys} keys timed, each from the key event posted to the app "
+            "until the results for the text typed so far are shown: #search holds the text and "
+            "the #results table lists, from its top, the patients the desk's search returns for "
+            "it (all of them, or as many as the table holds if it holds only the rows in view; "
+            "none if none); when those rows are already shown for the text before, once the desk "
+            "has also answered a search for the new text. Polled every 1 ms; the next key once "
+            f"shown and at least {typed['min_gap_ms']:.0f} ms after the last (never a card "
+            "reader's burst)"
+        )
+        self.results.add(
+            "keypress_to_results_p50_ms", percentile(samples, 50), "ms", work, digits=1
+        )
+        self.results.add(
+            "keypress_to_results_p95_ms",
+            percentile(samples, 95),
+            "ms",
+            work,
+            target=KEYPRESS_P95_MS,
+            target_op="<=",
+            digits=1,
+        )
+        memory = (
+            f"resident set (VmRSS) of that app's process (bench/window.py): after its bootstrap "
+            f"from the image, before the app ({rss['bootstrap']:.0f} MB), on the cashier desk before typing ({rss['desk']:.0f} MB), "
+            f"after {keys // 2} and after {keys} searches, a search being one key typed and its "
+            f"results shown ({typed['searches_run']} searches run by the desk)"
+        )
+        self.results.add("rss_mb_after_bootstrap", rss["bootstrap"], "MB", memory, digits=0)
+        self.results.add(
+            "rss_mb_after_500_searches",
+            rss["end"],
+            "MB",
+            memory,
+            target=RSS_AFTER_SEARCHES_MB,
+            target_op="<=",
+            digits=0,
+        )
+        self.results.add(
+            "rss_mb_growth_last_250_searches",
+            rss["end"] - rss["half"],
+            "MB",
+            memory,
+            target=RSS_GROWTH_MB,
+            target_op="<=",
             digits=1,
         )
 
@@ -520,36 +788,18 @@ class Bench:
         phase(f"drain over HTTP: push an outbox of {wanted:,} ops to uvicorn in another process")
         mix = self._make_outbox(store, actor, wanted, seed=9002)
         pending = store.outbox_stats().pending
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bench.serve", "--db", str(central_db), "--port", str(port)],
-            cwd=ROOT,
-        )
-        client = SyncClient(f"http://127.0.0.1:{port}", device_token=asgi_client.device_token)
-        client.session_token = asgi_client.session_token
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    await client.health()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("the uvicorn server did not start") from None
-                    await asyncio.sleep(0.2)
-            sync = SyncEngine(store, client)
-            report = SyncReport()
-            started = time.perf_counter()
-            await sync._push_all(report)
-            seconds = time.perf_counter() - started
-        finally:
-            await client.aclose()
-            server.terminate()
+        async with serving(central_db) as (url, _server):
+            client = SyncClient(url, device_token=asgi_client.device_token)
+            client.session_token = asgi_client.session_token
             try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+                await client.health()  # its connection open before the clock starts, as before
+                sync = SyncEngine(store, client)
+                report = SyncReport()
+                started = time.perf_counter()
+                await sync._push_all(report)
+                seconds = time.perf_counter() - started
+            finally:
+                await client.aclose()
         answered = report.pushed + report.rejected
         work = (
             f"SyncEngine._push_all of {pending:,} pending ops ({report.pushed:,} applied, "

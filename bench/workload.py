@@ -74,7 +74,12 @@ class Queries:
 
 
 def make_queries(store: LocalStore, per_kind: int, rng: random.Random) -> Queries:
-    conn = store.conn
+    return queries_from(store.conn, per_kind, rng)
+
+
+def queries_from(conn: sqlite3.Connection, per_kind: int, rng: random.Random) -> Queries:
+    """``make_queries`` on any connection to a replica (bench.window reads
+    its own, so the app's page cache is not warmed by making them)."""
     people = sample_rows(conn, "patients", "name, doc_no", per_kind * 3, rng, "1")
     han = [(n, d) for n, d in people if len(n) >= 2 and _han_only(n)]
     rng.shuffle(han)
@@ -87,6 +92,12 @@ def make_queries(store: LocalStore, per_kind: int, rng: random.Random) -> Querie
         r[0] for r in sample_rows(conn, "cards", "card_no", per_kind, rng, "status = 'active'")
     ]
     return Queries(initials, names, id_prefixes, cards)
+
+
+def phone_prefixes(conn: sqlite3.Connection, count: int, rng: random.Random) -> list[str]:
+    """The first 7-11 digits of real patients' phone numbers."""
+    rows = sample_rows(conn, "patients", "phone", count, rng, "phone != ''")
+    return [phone[: rng.randint(7, 11)] for (phone,) in rows]
 
 
 def active_cards(store: LocalStore, count: int, rng: random.Random) -> list[str]:

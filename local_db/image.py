@@ -26,6 +26,16 @@ from .schema import migrate, schema_hash
 # sync_state keys an image carries; everything else in sync_state is the workstation's own.
 IMAGE_KEYS = ("cursor", "epoch", "schema_id")
 
+# What a build holds in memory is bounded by these two, not by the register's
+# size (measured on the 1,000,000-patient image: docs/ARCHITECTURE.md).
+# Search terms of recent names: a register repeats many names (617,560
+# distinct in 1,000,000), but a cache of every one of them held ~230 MB for a
+# few seconds' gain.
+NAME_TERMS_CACHE = 1 << 16
+# The page cache, which also sizes SQLite's in-memory sorts (an index build
+# that outgrows it merges sorted runs from a temporary file).
+CACHE_KIB = 64 * 1024
+
 
 # The replica schema's name: a hash of every replica migration's name and SQL
 # text, in order (``schema.schema_hash``). Released migrations never change
@@ -58,11 +68,11 @@ def build_image(
     try:
         # The same search-term function the replica registers, cached: a
         # register repeats many names, and pinyin lookup is the slow part.
-        conn.create_function("name_terms", 1, lru_cache(maxsize=1 << 20)(name_terms))
+        conn.create_function("name_terms", 1, lru_cache(maxsize=NAME_TERMS_CACHE)(name_terms))
         migrate(Database(conn, execute_plugins=False))
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: index builds sort in memory
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         # Rows go in without triggers or secondary indexes; both are made again
         # from their own SQL afterwards, indexes by one sort each and the search
         # index by one statement.
