@@ -253,9 +253,10 @@ class CashierScreen(DeskScreen[None]):
         self.app.call_from_thread(self._show_patient, view)
 
     def _show_patient(self, view: PatientView | None) -> None:
+        # no refresh_bindings() here: no binding depends on the patient, and
+        # Textual's Footer keeps every key it ever drew at each refresh
         self.view = view
         self.query_one(PatientPanel).show(view, self.i18n)
-        self.refresh_bindings()
 
     @work(thread=True, exclusive=True, group="stock", exit_on_error=False)
     def _load_stock(self) -> None:
