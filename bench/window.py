@@ -124,7 +124,8 @@ def shows(table: DataTable[Any], expected: list[str]) -> bool:
         return count == 0
     if count == 0 or count > len(expected):
         return False
-    in_view = max(table.size.height - (1 if table.show_header else 0), 1)
+    # the rows in view: the table's region inside its scrollbars, less the header
+    in_view = max(table.scrollable_content_region.height - (1 if table.show_header else 0), 1)
     if count < min(len(expected), in_view):
         return False
     return [row.key.value for row in table.ordered_rows] == expected[:count]

@@ -80,7 +80,7 @@ class WindowApp(App[None]):
         clock: Callable[[], datetime] | None = None,
         run_sync: bool = True,
         status_interval_s: float = 1.0,
-        cursor_blink: bool = True,
+        cursor_blink: bool = False,  # see screens.widgets.DeskInput
     ) -> None:
         super().__init__()
         self.cursor_blink = cursor_blink
@@ -324,7 +324,7 @@ def make_app(
     clock: Callable[[], datetime] | None = None,
     run_sync: bool = True,
     status_interval_s: float = 1.0,
-    cursor_blink: bool = True,
+    cursor_blink: bool = False,
 ) -> WindowApp:
     return WindowApp(
         desk,
