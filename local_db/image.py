@@ -16,8 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from domain.rows import ROWS_BY_TABLE, Row, columns_of
 
 from .pinyin import name_terms
@@ -69,7 +67,7 @@ def build_image(
         # The same search-term function the replica registers, cached: a
         # register repeats many names, and pinyin lookup is the slow part.
         conn.create_function("name_terms", 1, lru_cache(maxsize=NAME_TERMS_CACHE)(name_terms))
-        migrate(Database(conn, execute_plugins=False))
+        migrate(conn)
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")

@@ -37,13 +37,15 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from .pinyin import name_terms
 
-migrations = Migrations("workstation_replica")
+if TYPE_CHECKING:
+    from sqlite_utils.migrations import Migrations
+
+MIGRATION_SET = "workstation_replica"
 
 # Every migration's SQL, by name, in the order they run.
 MIGRATION_SQL: dict[str, str] = {}
@@ -55,16 +57,28 @@ def sql_migration(name: str, script: str) -> None:
         raise ValueError(f"migration {name} must sort after {list(MIGRATION_SQL)[-1]}")
     MIGRATION_SQL[name] = script
 
-    def apply(db: Database) -> None:
-        run_script(db, script)
 
-    apply.__name__ = name
-    migrations(name=name)(apply)
+@cache
+def replica_migrations() -> Migrations:
+    """The migrations as sqlite-utils runs them (imported only when some are
+    to run: a replica that is up to date opens without it)."""
+    from sqlite_utils.migrations import Migrations
+
+    migrations = Migrations(MIGRATION_SET)
+    for name, script in MIGRATION_SQL.items():
+
+        def apply(db: Any, script: str = script) -> None:
+            run_script(db, script)
+
+        apply.__name__ = name
+        migrations(name=name)(apply)
+    return migrations
 
 
-def run_script(db: Database, script: str) -> None:
+def run_script(db: Any, script: str) -> None:
     """Run statements one by one: sqlite3's executescript would commit the
-    migration's transaction half way."""
+    migration's transaction half way. ``db``: a connection or an sqlite-utils
+    Database."""
     pending = ""
     for line in script.splitlines(keepends=True):
         pending += line
@@ -81,18 +95,32 @@ def register_functions(conn: sqlite3.Connection) -> None:
     conn.create_function("name_terms", 1, name_terms, deterministic=True)
 
 
-def migrate(db: Database) -> None:
-    migrations.apply(db)
+def migrate(conn: sqlite3.Connection) -> None:
+    """Run the migrations this replica has not run, each in one transaction
+    with its record (sqlite-utils, migration set ``workstation_replica``)."""
+    if schema_version(conn) == list(MIGRATION_SQL):
+        return  # the common case: nothing to run
+    from sqlite_utils import Database
+
+    replica_migrations().apply(Database(conn, execute_plugins=False))
 
 
-def schema_version(db: Database) -> list[str]:
-    return [m.name for m in migrations.applied(db)]
+def schema_version(conn: sqlite3.Connection) -> list[str]:
+    """The migrations this replica has run, in order."""
+    try:
+        rows = conn.execute(
+            "SELECT name FROM _sqlite_migrations WHERE migration_set = ? ORDER BY id",
+            (MIGRATION_SET,),
+        ).fetchall()
+    except sqlite3.OperationalError:  # no such table: a new replica
+        return []
+    return [row[0] for row in rows]
 
 
 def schema_hash() -> str:
     """A hash of every migration's name and SQL, in order: equal hashes, equal
     schemas (``local_db.image.SCHEMA_ID``)."""
-    digest = hashlib.sha256(migrations.name.encode())
+    digest = hashlib.sha256(MIGRATION_SET.encode())
     for name, script in MIGRATION_SQL.items():
         digest.update(b"\0" + name.encode() + b"\0" + script.encode())
     return digest.hexdigest()

@@ -22,13 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
 from ulid import ULID
 
 from domain.areas import ROW_TYPES
@@ -173,6 +172,7 @@ class _Changes:
     patients: set[str] = field(default_factory=set)
     everything: bool = False
     figures: bool = False  # the outbox or Sync issues changed: count again
+    new_ops: list[str] = field(default_factory=list)  # times of ops added (counted on)
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,34 @@ _NEXT_NUMBER = (
 # image. Not pending_effects: they describe the old replica's rows; the replay
 # makes them again.
 LOCAL_TABLES = ("outbox", "leases", "sync_issues", "clerk_cache")
+
+
+@contextmanager
+def _atomic(conn: sqlite3.Connection) -> Iterator[None]:
+    """One transaction (nested: a savepoint); everything inside commits or
+    nothing does (as sqlite-utils' ``Database.atomic``)."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT nested")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:  # an error may have ended the transaction already
+                conn.execute("ROLLBACK TO SAVEPOINT nested")
+                conn.execute("RELEASE SAVEPOINT nested")
+            raise
+        conn.execute("RELEASE SAVEPOINT nested")
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
 
 
 def new_op_id() -> str:
@@ -244,7 +272,6 @@ class _TableSql:
 
 class LocalStore:
     conn: sqlite3.Connection
-    db: Database
     state: ReplicaState
 
     def __init__(
@@ -294,8 +321,7 @@ class LocalStore:
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         register_functions(self.conn)
-        self.db = Database(self.conn, execute_plugins=False)
-        migrate(self.db)
+        migrate(self.conn)
         self.state = ReplicaState(self.conn, self.policy)
 
     def _open_reader(self) -> sqlite3.Connection:
@@ -389,7 +415,7 @@ class LocalStore:
             self._depth += 1
             self._writer = threading.get_ident()
             try:
-                with self.db.atomic():
+                with _atomic(self.conn):
                     yield self.conn
             except BaseException:
                 if outermost:
@@ -406,7 +432,13 @@ class LocalStore:
         changes, self._changes = self._changes, _Changes()
         if changes.figures:
             self._figures = self._count_figures()
-        if not (changes.rows or changes.everything or changes.figures):
+        elif changes.new_ops:  # a clerk's commit: count on, not again (the outbox may be long)
+            figures = self._figures
+            oldest = min(filter(None, (figures.oldest_at, *changes.new_ops)))
+            self._figures = replace(
+                figures, pending=figures.pending + len(changes.new_ops), oldest_at=oldest
+            )
+        if not (changes.rows or changes.everything or changes.figures or changes.new_ops):
             return
         notice = RowsChanged(
             rows={table: frozenset(keys) for table, keys in changes.rows.items()},
@@ -522,7 +554,7 @@ class LocalStore:
             if self._fail_before_outbox is not None:
                 self._fail_before_outbox()
             op = self._append_outbox(command, ctx, outcome)
-            self._changes.figures = True
+            self._changes.new_ops.append(op.at)
         return Executed(op=op, command=command, decision=outcome)
 
     def check(self, actor: Actor, build: Callable[[LocalStore], Command]) -> None:

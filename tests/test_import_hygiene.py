@@ -5,6 +5,7 @@ from __future__ import annotations
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,28 @@ def test_the_check_would_catch_a_leak() -> None:
         check=True,
     )
     assert result.stdout.strip() == "True"
+
+
+def test_the_window_starts_without_what_it_does_not_need_yet(tmp_path: Path) -> None:
+    """Cold start to the login screen: pypinyin (0.25 s of dictionaries) loads
+    after login, and sqlite-utils only when a replica has migrations to run."""
+    replica = tmp_path / "replica.db"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from local_db.store import LocalStore; LocalStore({str(replica)!r}).close()",
+        ],
+        check=True,
+    )
+    code = (
+        "import sys\n"
+        "import workstation.app, workstation.builder, workstation.cli\n"
+        "from local_db.store import LocalStore\n"
+        f"LocalStore({str(replica)!r}).close()\n"
+        "print(sorted(m for m in ('pypinyin', 'sqlite_utils', 'server', 'fastapi') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -3,11 +3,15 @@ transaction, pulls and the rebase, Sync issues, and patient search."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ulid import ULID
 
 from domain.areas import ROW_TYPES
@@ -145,7 +149,7 @@ def test_migrations_from_empty_create_the_tables(tmp_path: Path) -> None:
         for row_type in ROW_TYPES:
             assert {i[0] for i in row_type.indexes + row_type.replica_indexes} <= indexes
         assert "transfers_patient" in indexes
-        assert schema_version(store.db) == list(MIGRATION_SQL)
+        assert schema_version(store.conn) == list(MIGRATION_SQL)
     finally:
         store.close()
 
@@ -663,3 +667,47 @@ def test_a_read_within_a_read_does_not_wait_for_a_waiting_swap() -> None:
     first.join(2)
     second.join(2)
     assert not first.is_alive() and not second.is_alive()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.sampled_from(["top_up", "refused_top_up", "answer", "refuse", "rebase", "resolve"]),
+        max_size=25,
+    ),
+    clock_steps=st.lists(st.integers(min_value=-3_600, max_value=3_600), min_size=25, max_size=25),
+)
+def test_the_status_figures_kept_in_memory_are_the_counted_ones(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[str], clock_steps: list[int]
+) -> None:
+    """The status bar reads figures the store keeps in memory: after any mix
+    of commits, answers, rebases and handled issues they equal a count."""
+    moment = [datetime(2026, 3, 1, 9, 0, tzinfo=timezone(timedelta(hours=8)))]
+    store = LocalStore(tmp_path_factory.mktemp("figures") / "replica.db", clock=lambda: moment[0])
+    store.set_meta("device_id", DEVICE)
+    granted = "2024-01-01T00:00:00+00:00"
+    store.add_lease(number_block("L-card", "card", 100_000_000, 100_000_099, DEVICE, granted))
+    store.add_lease(number_block("L-receipt", "receipt", 1, 1_000, DEVICE, granted))
+    card = issue_card(store, register(store)).decision.result["card_no"]
+    try:
+        for step, shift in zip(steps, clock_steps, strict=False):
+            moment[0] += timedelta(seconds=shift)  # the PC clock may step back too
+            waiting = [e.op for e in store.outbox(1000) if e.state in ("pending", "acked")]
+            if step == "top_up":
+                with contextlib.suppress(CommandRejected):  # the card's issue may be refused
+                    store.execute(CASHIER, top_up_builder(card))
+            elif step == "refused_top_up":
+                with pytest.raises(CommandRejected):
+                    store.execute(CASHIER, top_up_builder(card, amount_fen=0))
+            elif step in ("answer", "refuse") and waiting:
+                status = "applied" if step == "answer" else "rejected"
+                store.record_results([ServerResult(waiting[0].op_id, status, code="x")])
+            elif step == "rebase":  # as after a pull: what the server refused leaves the view
+                store.rebase()
+            elif step == "resolve" and store.issues():
+                store.resolve_issue(int(store.issues()[0]["issue_id"]), "clerk", "handled")
+            assert store.outbox_stats() == store._count_figures(), step
+    finally:
+        store.close()

@@ -17,8 +17,8 @@ from local_db.schema import (
     MIGRATION_SQL,
     SEARCH_TRIGGERS,
     migrate,
-    migrations,
     register_functions,
+    replica_migrations,
     run_script,
     schema_version,
     sql_migration,
@@ -31,7 +31,7 @@ RELEASE_0_1_0 = Path(__file__).parent / "fixtures" / "release_0_1_0"
 def replica() -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(":memory:")
     register_functions(conn)
-    migrate(Database(conn, execute_plugins=False))
+    migrate(conn)
     yield conn
     conn.close()
 
@@ -82,7 +82,9 @@ def test_m001_makes_exactly_the_schema_of_release_0_1_0() -> None:
     the text SQLite keeps, as a 0.1.0 replica has them."""
     replica = sqlite3.connect(":memory:")
     register_functions(replica)
-    migrations.apply(Database(replica, execute_plugins=False), stop_before="m002_general_leases")
+    replica_migrations().apply(
+        Database(replica, execute_plugins=False), stop_before="m002_general_leases"
+    )
     released = sqlite3.connect(
         (RELEASE_0_1_0 / "replica-sqlite.db").resolve().as_uri() + "?mode=ro", uri=True
     )
@@ -103,21 +105,22 @@ def test_the_search_triggers_a_snapshot_load_makes_are_the_migrated_ones(
 
 
 def test_migrations_run_their_sql_once_in_order(tmp_path: Path) -> None:
-    assert [m.name for m in migrations.pending(Database(memory=True))] == list(MIGRATION_SQL)
+    pending = replica_migrations().pending(Database(memory=True))
+    assert [m.name for m in pending] == list(MIGRATION_SQL)
     path = tmp_path / "replica.db"
     for _ in range(2):
         conn = sqlite3.connect(path)
         register_functions(conn)
-        db = Database(conn, execute_plugins=False)
-        migrate(db)
-        assert schema_version(db) == list(MIGRATION_SQL)
+        migrate(conn)
+        assert schema_version(conn) == list(MIGRATION_SQL)
         conn.close()
 
 
 def test_a_migration_must_come_after_the_last_one() -> None:
     with pytest.raises(ValueError, match="must sort after"):
         sql_migration("m000_early", "SELECT 1;")
-    assert list(MIGRATION_SQL) == [m.name for m in migrations.pending(Database(memory=True))]
+    pending = replica_migrations().pending(Database(memory=True))
+    assert list(MIGRATION_SQL) == [m.name for m in pending]
 
 
 def test_a_script_runs_statement_by_statement_and_refuses_an_unfinished_one() -> None:

@@ -186,7 +186,7 @@ def test_the_replica_of_0_1_0_opens_with_all_its_own_tables(site: Site) -> None:
     before = read_local_tables(site.replica)
     store = LocalStore(site.replica)
     try:
-        assert schema_version(store.db) == list(MIGRATION_SQL)
+        assert schema_version(store.conn) == list(MIGRATION_SQL)
         states = dict(store.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
         assert states == site.info["outbox"]  # 6 confirmed, 1 rejected, 4 pending
         issues = store.conn.execute("SELECT kind, status FROM sync_issues ORDER BY issue_id")
