@@ -121,6 +121,15 @@ class SyncClient:
         response = await self._request("GET", "/health")
         return dict(response.json())
 
+    async def reachable(self, timeout_s: float) -> bool:
+        """Whether the server answers at all (any answer: the link is up), within
+        ``timeout_s``: the cheap question a workstation asks while offline."""
+        try:
+            await self._http.get("/health", timeout=timeout_s)
+        except (httpx.TransportError, OSError):
+            return False
+        return True
+
     async def enroll(self, code: str, device_name: str) -> EnrollResponse:
         body = EnrollRequest(code=code, device_name=device_name).model_dump()
         return await self._call("POST", "/devices/enroll", EnrollResponse, json=body)

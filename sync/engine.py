@@ -98,6 +98,11 @@ class _Download:
 DOWNLOAD_BLOCK = 1 << 20
 PROGRESS_EVERY_S = 0.25  # the progress bar moves at most this often
 PREPARING_RETRY_S = 5.0  # the server builds the image a new workstation waits for
+# While offline the link is probed (GET /health) this often, with jitter: a
+# link that comes back is noticed within seconds whatever the outage's length,
+# and fifty windows probing cost the server a few tiny requests a second.
+PROBE_INTERVAL_S = 3.0
+PROBE_TIMEOUT_S = 2.0
 
 # (refill when fewer than this many are left, how many to ask for)
 NUMBER_STOCK: dict[Series, tuple[int, int]] = {Series.CARD: (50, 200), Series.RECEIPT: (200, 1000)}
@@ -206,6 +211,7 @@ class SyncEngine:
         interval_s: float = 3.0,
         base_delay_s: float = 1.0,
         max_delay_s: float = 60.0,
+        probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:
         self.store = store
         self.client = client
@@ -219,6 +225,8 @@ class SyncEngine:
         self.interval_s = interval_s
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
+        self.probe_interval_s = probe_interval_s
+        self._offline = False  # the last cycle could not reach the server: probe until it can
         self.status = SyncStatus(has_session=client.session_token is not None)
         self._wake = asyncio.Event()
         self._stopped = False
@@ -239,6 +247,12 @@ class SyncEngine:
         """Full jitter: uniform in [0, min(max, base * 2^(failures-1))]."""
         ceiling = min(self.max_delay_s, self.base_delay_s * (2 ** max(failures - 1, 0)))
         return self.rng.uniform(0, ceiling)
+
+    def probe_delay(self) -> float:
+        """While offline, the next probe of the link: the probe interval with
+        jitter (half to one and a half of it), so that the windows of a
+        hospital whose link came back do not all ask at the same moment."""
+        return self.rng.uniform(0.5, 1.5) * self.probe_interval_s
 
     # -- the loop ------------------------------------------------------------
 
@@ -266,10 +280,33 @@ class SyncEngine:
             # cleared before the cycle, not after: a commit during the cycle
             # pokes again, and its op leaves in the next cycle, at once
             self._wake.clear()
+            if self._offline and not await self.client.reachable(PROBE_TIMEOUT_S):
+                # the link is still down: no cycle, no failure counted (a
+                # clerk's commit pokes a probe, not another failed cycle)
+                delay = self.probe_delay()
+                self._set_status(online=False, retry_in_s=round(delay, 1))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                continue
             try:
                 await self.sync_once()
+                self._offline = False
             except NotLoggedIn:
                 self._set_status(has_session=False, retry_in_s=None)
+            except Offline as exc:
+                # from now on a cheap probe of the link, every few seconds with
+                # jitter, until it answers; then a cycle at once
+                self._offline = True
+                delay = self.probe_delay()
+                self._set_status(
+                    online=False,
+                    has_session=self.client.session_token is not None,
+                    error_code=exc.code,
+                    error_zh=exc.message_zh,
+                    error_en=exc.message_en,
+                    failures=self.status.failures + 1,
+                    retry_in_s=round(delay, 1),
+                )
             except SyncError as exc:
                 failures = self.status.failures + 1
                 delay = self.backoff_delay(failures)
@@ -278,7 +315,7 @@ class SyncEngine:
                     # ask again soon, whatever the failures so far
                     delay = min(delay, PREPARING_RETRY_S)
                 self._set_status(
-                    online=not isinstance(exc, Offline),
+                    online=True,  # it answered, if only to say no
                     has_session=not isinstance(exc, Unauthorised)
                     and self.client.session_token is not None,
                     error_code=exc.code,

@@ -59,7 +59,9 @@ class Station:
             ),
             transport=transport or central.transport(),
             switchable=True,
-            timing=SyncTiming(interval_s=0.05, base_delay_s=0.01, max_delay_s=0.05),
+            timing=SyncTiming(
+                interval_s=0.05, base_delay_s=0.01, max_delay_s=0.05, probe_interval_s=0.05
+            ),
         )
         assert parts.network is not None
         self.parts = parts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -243,3 +244,59 @@ async def test_actions_in_quick_succession_are_all_confirmed_at_the_window(
         station.engine.stop()
         await runner
         await station.close()
+
+
+async def test_a_link_that_comes_back_is_noticed_within_seconds_whatever_was_done_offline(
+    central_sqlite: Central, tmp_path: Path
+) -> None:
+    """Offline, a clerk's commits poke a cheap probe of the link, not another
+    failed cycle: the retry never backs off towards its cap, and the work made
+    offline converges within a few probe intervals of the link returning."""
+    station = await cashier_station(central_sqlite, tmp_path)
+    reg = await station.register(ZHANG)
+    card = await station.issue_card(reg.patient_id, "", "cash")
+    await station.engine.sync_once()
+    engine = station.engine
+    # timings scaled down 10x from a real window's: cycles 0.3 s, backoff 0.1 s
+    # doubling to 6 s, a probe every 0.3 s
+    engine.interval_s, engine.base_delay_s, engine.max_delay_s = 0.3, 0.1, 6.0
+    engine.probe_interval_s = 0.3
+    engine.rng = random.Random(11)
+    runner = asyncio.create_task(engine.run())
+    probes = 0
+    reachable = station.client.reachable
+
+    async def counted(timeout_s: float) -> bool:
+        nonlocal probes
+        probes += 1
+        return await reachable(timeout_s)
+
+    station.client.reachable = counted  # type: ignore[method-assign]
+    try:
+        await asyncio.sleep(0.1)
+        station.offline()
+        for i in range(12):  # a busy offline hour, at a window's pace
+            await station.top_up(str(card.card_no), str(i + 1), "cash")
+            await asyncio.sleep(0.1)
+        assert engine.status.online is False
+        assert engine.status.retry_in_s is not None and engine.status.retry_in_s <= 0.45
+        assert engine.status.failures <= 2  # probes and pokes are not failures
+        assert probes >= 5
+        station.online()
+        back = time.monotonic()
+        while station.store.outbox_stats().pending:
+            assert time.monotonic() - back < 1.5, "the link came back unnoticed"
+            await asyncio.sleep(0.02)
+        assert engine.status.online is True and engine.status.failures == 0
+    finally:
+        engine.stop()
+        await runner
+        await station.close()
+
+
+def test_probes_are_spread_over_half_to_one_and_a_half_intervals() -> None:
+    engine = SyncEngine.__new__(SyncEngine)
+    engine.probe_interval_s = 3.0
+    engine.rng = random.Random(3)
+    delays = [engine.probe_delay() for _ in range(1000)]
+    assert 1.5 <= min(delays) < 1.7 and 4.3 < max(delays) <= 4.5

@@ -14,7 +14,7 @@ import httpx
 
 from local_db.store import LocalStore, local_now
 from sync.client import SyncClient
-from sync.engine import SyncEngine
+from sync.engine import PROBE_INTERVAL_S, SyncEngine
 from sync.transports import SwitchableTransport
 
 from .desk import CashierDesk, Desk, DeskSettings
@@ -22,11 +22,13 @@ from .desk import CashierDesk, Desk, DeskSettings
 
 @dataclass(frozen=True)
 class SyncTiming:
-    """How often the engine syncs when idle, and how it backs off."""
+    """How often the engine syncs when idle, how it backs off when the server
+    is busy, and how often it probes the link while offline."""
 
     interval_s: float = 3.0
     base_delay_s: float = 1.0
     max_delay_s: float = 60.0
+    probe_interval_s: float = PROBE_INTERVAL_S
 
 
 @dataclass
@@ -67,6 +69,7 @@ def build_workstation(
         interval_s=timing.interval_s,
         base_delay_s=timing.base_delay_s,
         max_delay_s=timing.max_delay_s,
+        probe_interval_s=timing.probe_interval_s,
     )
     desk = Desk(store, client, settings, network=network, engine=engine)
     return Workstation(store, client, engine, desk, CashierDesk(desk), network)
