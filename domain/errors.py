@@ -181,6 +181,21 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Your roles ({roles}) may not perform “{command}”.",
     ),
     "command_unknown": ("不认识的操作：{command}。", "Unknown operation: {command}."),
+    "sequence_gap": (
+        "中心服务器在等本工作站的第 {expected} 号操作，本机无法补发，其后的操作暂停同步。请联系信息科。",
+        "The server waits for this workstation's operation {expected}, which it cannot send; "
+        "the operations after it are held. Call IT.",
+    ),
+    "server_restored": (
+        "中心服务器的数据落后于本机（已从备份恢复，未开新纪元）：本机已重新下载数据，并补发了恢复丢失的操作。请告知信息科。",
+        "The server was behind this workstation (restored from a backup without a new epoch): "
+        "the workstation loaded the data again and sent what the restore lost. Tell IT.",
+    ),
+    "withdrawn": (
+        "该操作已被本工作站撤回：中心服务器此前拒绝过它（恢复备份后重新登记为拒绝）。",
+        "This operation was withdrawn by its workstation: the server had refused it before "
+        "(recorded as refused again after a restore).",
+    ),
     "command_malformed": (
         "操作内容不完整或格式错误：{detail}",
         "The operation is malformed: {detail}",

@@ -47,6 +47,12 @@ class Operation(BaseModel):
     clerk_id: str = Field(min_length=1, max_length=40)
     at: str = Field(min_length=10, max_length=40, description="when the clerk acted (ISO 8601)")
     hlc: str = Field(max_length=40, description="hybrid logical clock: a hint for people")
+    withdrawn: bool = Field(
+        default=False,
+        description="the workstation withdraws it: the server refused it once (an answer a "
+        "restore of the server lost) and the clerk was told; it is recorded as refused and "
+        "never applied, so the device's sequence goes on",
+    )
 
     @classmethod
     def of(

@@ -292,3 +292,10 @@ CREATE TABLE shifts (shift_id TEXT PRIMARY KEY NOT NULL, clerk_id TEXT, device_i
 CREATE INDEX shifts_clerk ON shifts (clerk_id, device_id, status);
 """
 sql_migration("m003_shifts", M003_SHIFTS)
+
+# An operation the server refused before a restore lost that answer is sent
+# again withdrawn: recorded as refused, never applied (the clerk was told).
+M004_WITHDRAWN_OPS = """\
+ALTER TABLE outbox ADD COLUMN withdrawn INTEGER NOT NULL DEFAULT 0;
+"""
+sql_migration("m004_withdrawn_ops", M004_WITHDRAWN_OPS)

@@ -667,8 +667,10 @@ class LocalStore:
             self._resolve_issue_if(op.op_id, "replay_conflict", "server_state_allows")
 
     def _ops_in_view(self) -> list[OutboxEntry]:
+        # a withdrawn op waits to be recorded as refused: it has no effects
         rows = self.conn.execute(
-            "SELECT * FROM outbox WHERE state IN (?, ?) ORDER BY client_seq", IN_VIEW
+            "SELECT * FROM outbox WHERE state IN (?, ?) AND withdrawn = 0 ORDER BY client_seq",
+            IN_VIEW,
         ).fetchall()
         return self._entries(rows)
 
@@ -779,12 +781,73 @@ class LocalStore:
         self._set_meta("cursor", str(cursor))
         self._set_meta("epoch", epoch)
         self._set_meta("bootstrapped_at", self.clock().isoformat(timespec="seconds"))
-        self.conn.execute(
-            "UPDATE outbox SET state = ? WHERE client_seq > ? AND state IN (?, ?)",
-            (PENDING, device_last_seq, ACKED, CONFIRMED),
-        )
+        self._resend_from(device_last_seq + 1)
         self._confirm_through(device_last_seq)
         self._replay()
+
+    def _resend_from(self, client_seq: int) -> int:
+        """The server knows this device's operations only before ``client_seq``
+        (a restore lost the rest): those it had applied go back to pending, to
+        be applied again; those it had refused are sent withdrawn, to be
+        recorded as refused again and never applied (the clerk was told, and
+        may have handed the money back). Returns how many."""
+        again = self.conn.execute(
+            "UPDATE outbox SET state = ? WHERE client_seq >= ? AND state IN (?, ?)",
+            (PENDING, client_seq, ACKED, CONFIRMED),
+        ).rowcount
+        withdrawn = self.conn.execute(
+            "UPDATE outbox SET state = ?, withdrawn = 1 WHERE client_seq >= ? AND state IN (?, ?)",
+            (PENDING, client_seq, REJECTED, REVIEW),
+        ).rowcount
+        if again or withdrawn:
+            self._changes.figures = True
+            self._rebase_due = True
+        return int(again) + int(withdrawn)
+
+    def note_server_restored(self, head: int, cursor: int, server_seq: int) -> None:
+        """The server turned out to be behind this replica (restored from a
+        backup without a new epoch): a Sync issue says so, so that the clerk
+        and IT know the workstation re-bootstrapped and sent again what the
+        restore lost."""
+        now = self.clock().isoformat(timespec="seconds")
+        params = {"head": head, "cursor": cursor, "server_seq": server_seq}
+        with self.transaction():
+            self._changes.figures = True
+            self.conn.execute(
+                "INSERT OR IGNORE INTO sync_issues (op_id, kind, status, code, params, summary, "
+                "created_at, updated_at) VALUES (?, 'server_restored', 'open', 'server_restored', "
+                "?, ?, ?, ?)",
+                (f"restore:{head}:{cursor}", to_json(params), to_json({}), now, now),
+            )
+
+    def note_stuck(self, expected: int) -> None:
+        """The server has waited cycle after cycle for this device's operation
+        ``expected``, which this workstation cannot send: a Sync issue on the
+        first operation held back, once, so that a clerk sees it and calls IT."""
+        with self.transaction():
+            row = self.conn.execute(
+                "SELECT * FROM outbox WHERE state = ? ORDER BY client_seq LIMIT 1", (PENDING,)
+            ).fetchone()
+            if row is None:
+                return
+            entry = self._entries([row])[0]
+            known = self.conn.execute(
+                "SELECT 1 FROM sync_issues WHERE op_id = ? AND kind = 'stuck' AND status = 'open'",
+                (entry.op.op_id,),
+            ).fetchone()
+            if known is None:
+                self._open_issue(
+                    entry.op.op_id, "stuck", "sequence_gap", {"expected": expected}, entry
+                )
+
+    def heal_gap(self, expected: int) -> int:
+        """The server waits for this device's operation ``expected`` (it says
+        so with ``deferred sequence_gap``) and this workstation does not mean
+        to send it: the server lost it (a restore without a new epoch). Send
+        it and what follows again (see _resend_from). Returns how many ops
+        were put back; 0 if none could be (the alarm is then the engine's)."""
+        with self.transaction():
+            return self._resend_from(expected)
 
     def install_image(
         self, image_path: str | Path, *, cursor: int, epoch: str, device_last_seq: int
@@ -902,9 +965,17 @@ class LocalStore:
                         self._resolve_issue_if(res.op_id, "replay_conflict", "server_applied", now)
                     continue
                 row = self.conn.execute(
-                    "SELECT state, local_outcome FROM outbox WHERE op_id = ?", (res.op_id,)
+                    "SELECT state, local_outcome, withdrawn FROM outbox WHERE op_id = ?",
+                    (res.op_id,),
                 ).fetchone()
                 if row is None or row[0] not in (PENDING, ACKED):
+                    continue
+                if row[2] and res.status != "deferred":
+                    # recorded as refused again: the first refusal, its answer and its
+                    # Sync issue (perhaps handled already) stand as they were
+                    self.conn.execute(
+                        "UPDATE outbox SET state = ? WHERE op_id = ?", (REJECTED, res.op_id)
+                    )
                     continue
                 answer = to_json(
                     {
@@ -1209,6 +1280,7 @@ def _outbox_entry(row: sqlite3.Row, device_id: str | None) -> OutboxEntry:
             clerk_id=row["clerk_id"],
             at=row["at"],
             hlc=row["hlc"],
+            withdrawn=bool(row["withdrawn"]),
         ),
         clerk_roles=_roles(row["clerk_roles"]),
         state=row["state"],

@@ -191,6 +191,12 @@ class SyncService:
                         )
                     )
                     continue
+                if op.withdrawn:  # refused before a restore lost the answer: never applied
+                    result = _rejected(op.op_id, Rejection(code="withdrawn"))
+                    self._record(log_rows, device_id, pushed_by, op, result, head, applied_at)
+                    results.append(result)
+                    last_seq = op.client_seq
+                    continue
                 if op.clerk_id not in clerk_cache:
                     clerk_cache[op.clerk_id] = self._clerk(conn, op.clerk_id)
                 sql.savepoint()

@@ -103,6 +103,14 @@ PREPARING_RETRY_S = 5.0  # the server builds the image a new workstation waits f
 # and fifty windows probing cost the server a few tiny requests a second.
 PROBE_INTERVAL_S = 3.0
 PROBE_TIMEOUT_S = 2.0
+# Cycles in a row in which the server deferred this device's operations,
+# waiting for one this workstation cannot send, before the alarm.
+STUCK_CYCLES = 5
+STUCK_ZH = "同步已停滞：中心服务器在等本机第 {seq} 号操作，本机无法补发。请联系信息科。"
+STUCK_EN = (
+    "Sync is stuck: the server waits for this workstation's operation {seq}, which it "
+    "cannot send. Call IT."
+)
 
 # (refill when fewer than this many are left, how many to ask for)
 NUMBER_STOCK: dict[Series, tuple[int, int]] = {Series.CARD: (50, 200), Series.RECEIPT: (200, 1000)}
@@ -161,13 +169,16 @@ class SyncReport:
     pulled: int = 0
     bootstrapped: bool = False
     leased: list[str] = field(default_factory=list)
+    # the server waits for this device's operation of this sequence number
+    # before the ones it deferred; None if nothing was deferred
+    waits_for: int | None = None
 
 
 # A push stays well under the server's body limit (413 above it) whatever its
 # ops hold, so no batch of large ops can keep the outbox from draining.
 PUSH_BYTES = MAX_BODY_BYTES // 2
 # an Operation's field names, quotes, colons, commas, braces and its sequence number
-_WIRE_OP_FRAME = 200
+_WIRE_OP_FRAME = 240
 
 
 def wire_bytes_bound(entry: OutboxEntry) -> int:
@@ -235,6 +246,7 @@ class SyncEngine:
         # op id -> the server's answer, awaited by the window that committed it
         self._answers: dict[str, asyncio.Future[ServerResult]] = {}
         self._progress_shown = 0.0
+        self._deferred_cycles = 0  # cycles in a row whose ops the server deferred
 
     # -- status --------------------------------------------------------------
 
@@ -368,13 +380,18 @@ class SyncEngine:
         except Unauthorised:
             self.client.session_token = None
             raise
+        self._deferred_cycles = self._deferred_cycles + 1 if report.waits_for else 0
+        stuck = self._deferred_cycles >= STUCK_CYCLES and report.waits_for is not None
+        if stuck:
+            # nothing here to send what the server waits for: say so, loudly
+            await asyncio.to_thread(self.store.note_stuck, report.waits_for or 0)
         self._set_status(
             online=True,
             has_session=True,
             last_success_at=datetime.now().astimezone(),
-            error_code=None,
-            error_zh=None,
-            error_en=None,
+            error_code="ops_stuck" if stuck else None,
+            error_zh=STUCK_ZH.format(seq=report.waits_for) if stuck else None,
+            error_en=STUCK_EN.format(seq=report.waits_for) if stuck else None,
             failures=0,
             retry_in_s=None,
         )
@@ -422,8 +439,18 @@ class SyncEngine:
             )
             report.pushed += sum(1 for r in results if r.status in ("applied", "applied_modified"))
             report.rejected += sum(1 for r in results if r.status in ("rejected", "needs_review"))
-            if any(r.status == "deferred" for r in results):
-                return  # the server wants something else first; the next cycle retries
+            deferred = [r for r in results if r.status == "deferred"]
+            if not deferred:
+                continue
+            gap = next((r for r in deferred if r.code == "sequence_gap"), None)
+            expected = int((gap.params or {}).get("expected", 0)) if gap is not None else 0
+            # the server lost operations of this device (a restore): send them
+            # again from the one it waits for, and push on at once
+            if expected and await asyncio.to_thread(self.store.heal_gap, expected):
+                log.warning("the server waits for op %d of this device: sending again", expected)
+                continue
+            report.waits_for = expected or None
+            return  # the server wants something else first; the next cycle retries
 
     # -- answers for the window -------------------------------------------------
 
@@ -458,6 +485,7 @@ class SyncEngine:
     async def _pull_all(self, report: SyncReport) -> None:
         cursor = int(await asyncio.to_thread(self.store.get_meta, "cursor", "0") or 0)
         epoch = await asyncio.to_thread(self.store.get_meta, "epoch")
+        confirmed = int(await asyncio.to_thread(self.store.get_meta, "device_last_seq", "0") or 0)
         # Every page rebases (undo pending effects, replay what is unconfirmed): after a
         # long outage ask for pages big enough to confirm the backlog in one or two.
         unconfirmed = await asyncio.to_thread(self.store.unconfirmed_count)
@@ -466,6 +494,23 @@ class SyncEngine:
             page = await self.client.pull(cursor, limit)
             if epoch is not None and page.epoch != epoch:
                 log.warning("server epoch changed (%s -> %s): re-bootstrapping", epoch, page.epoch)
+                await self.bootstrap()
+                report.bootstrapped = True
+                return
+            if page.head < cursor or page.device_last_seq < confirmed:
+                # restored from a backup and nobody ran new-epoch: the server is
+                # behind what this replica holds; recover as after a new epoch
+                log.warning(
+                    "the server is behind this replica (head %d < cursor %d, or device seq "
+                    "%d < %d): it was restored; re-bootstrapping",
+                    page.head,
+                    cursor,
+                    page.device_last_seq,
+                    confirmed,
+                )
+                await asyncio.to_thread(
+                    self.store.note_server_restored, page.head, cursor, page.device_last_seq
+                )
                 await self.bootstrap()
                 report.bootstrapped = True
                 return

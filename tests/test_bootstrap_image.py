@@ -6,6 +6,7 @@ gets the row snapshot; images are reused, and rebuilt once stale."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -20,7 +21,7 @@ from local_db.image import SCHEMA_ID, build_image
 from local_db.pinyin import readings
 from local_db.store import LocalStore
 from server.bulk import bulk_load
-from server.db import audit, start_new_epoch, transfers
+from server.db import audit, ops, start_new_epoch, transfers
 from server.snapshots import SnapshotImages
 from sync.client import ServerBusy
 from sync.protocol import DEVICE_HEADER
@@ -148,19 +149,21 @@ async def test_rebootstrap_after_a_restore_keeps_the_outbox_and_pushes_what_was_
     epoch = restore(central, lost.db, lost.backup)
 
     station.online()
-    report = await station.engine.sync_once()  # new epoch: re-bootstraps from a new image
+    # the push comes first: the server waits for the first op the restore lost
+    # (sequence_gap), the workstation sends again from there; then the pull
+    # sees the new epoch and re-bootstraps from a new image
+    report = await station.engine.sync_once()
     assert report.bootstrapped
     assert bootstraps(central)[-1][0] == "snapshot_image"
     assert station.store.get_meta("epoch") == epoch
     assert [(e.op.client_seq, e.op.op_id) for e in station.store.outbox()] == outbox
-    assert station.store.outbox_stats().pending == 3  # two lost by the restore, one never sent
     assert station.store.numbers_left(Series.RECEIPT) == receipts_left
+    assert report.pushed == 3  # two lost by the restore, one never sent
+    await station.engine.sync_once()
+    assert station.store.outbox_stats().pending == 0
     view = station.desk.patient(lost.patient_id)
     assert view is not None and view.balance_fen == 5000 + 10000 + 3000 + 700
-    assert view.confirmed_balance_fen == 5000
-
-    report = await station.engine.sync_once()
-    assert report.pushed == 3 and station.store.outbox_stats().pending == 0
+    assert view.confirmed_balance_fen == view.balance_fen
     with central.engine.connect() as conn:
         assert conn.execute(select(func.sum(transfers.c.amount_fen))).scalar() == 18700
     assert replica_rows(station.store) == server_rows(central)
@@ -342,3 +345,123 @@ def test_a_build_removes_work_files_a_dead_build_left_and_spares_a_live_ones(
     assert not dead.exists()
     assert live.exists()  # another process may still be writing it
     assert (images.directory / image.file).exists()
+
+
+async def test_a_refusal_the_restore_lost_is_withdrawn_and_nothing_is_stuck(
+    tmp_path: Path,
+) -> None:
+    """The backup lacks an op the server had refused: the re-bootstrapped
+    workstation sends it withdrawn (recorded as refused again, never applied:
+    the clerk was told and may have handed the money back), and the device's
+    later ops are applied instead of deferred for ever."""
+    lost = await work_a_restore_will_lose(tmp_path, ZHANG)
+    central, station = lost.central, lost.station
+    central.clerk("boss", ["supervisor"])
+    other = Station(central, tmp_path / "b", "b")
+    await other.enroll_and_login("boss")
+    await other.cancel_card(lost.card_no, "damaged")
+    await other.engine.sync_once()
+    refused = await station.top_up(lost.card_no, "77", "cash")  # to a card cancelled meanwhile
+    await station.engine.sync_once()
+    assert station.store.op_answer(refused.op_id)[0] == "rejected"
+    [issue] = station.desk.issues()
+    assert issue["code"] == "card_not_active"
+    station.desk.resolve_issue(int(issue["issue_id"]), "gave the 77.00 back in cash")
+    await other.close()
+
+    restore(central, lost.db, lost.backup)  # the top-ups, the cancel and the refusal: all lost
+    await station.engine.sync_once()  # new epoch: re-bootstrap
+    await station.engine.sync_once()
+    assert station.store.op_answer(refused.op_id)[0] == "rejected"
+    assert station.store.outbox_stats().pending == 0
+    assert station.engine.status.error_code is None
+    # not applied: the server recorded it as withdrawn; the clerk's issue stays handled
+    with central.engine.connect() as conn:
+        row = conn.execute(
+            select(ops.c.status, ops.c.code).where(ops.c.op_id == refused.op_id)
+        ).one()
+        assert tuple(row) == ("rejected", "withdrawn")
+        assert (
+            conn.execute(select(func.sum(transfers.c.amount_fen))).scalar() == 5000 + 10000 + 3000
+        )
+    assert [i["status"] for i in station.desk.issues(None)] == ["resolved"]
+
+    # and the device's sequence goes on
+    after = await station.top_up(lost.card_no, "5", "cash")
+    await station.engine.sync_once()
+    assert station.store.op_answer(after.op_id)[0] in ("acked", "confirmed")
+    assert replica_rows(station.store) == server_rows(central)
+    await station.close()
+    central.close()
+
+
+async def test_a_restore_without_a_new_epoch_is_healed_when_the_server_waits(
+    tmp_path: Path,
+) -> None:
+    """Nobody ran `new-epoch` after the restore: the server answers the next
+    op `deferred sequence_gap`, and the workstation sends again, from the one
+    the server waits for, what the restore lost."""
+    lost = await work_a_restore_will_lose(tmp_path, ZHANG)
+    central, station = lost.central, lost.station
+    central.engine.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{lost.db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(lost.backup, lost.db)  # no new epoch
+    later = await station.top_up(lost.card_no, "9", "cash")
+    await station.engine.sync_once()
+    assert station.store.op_answer(later.op_id)[0] in ("acked", "confirmed")
+    with central.engine.connect() as conn:
+        total = conn.execute(select(func.sum(transfers.c.amount_fen))).scalar()
+    assert total == 5000 + 10000 + 3000 + 900  # the lost top-ups sent again, and the new one
+    await station.close()
+    central.close()
+
+
+async def test_a_device_the_server_waits_for_in_vain_raises_the_alarm(
+    central_sqlite: Central, tmp_path: Path
+) -> None:
+    """If the workstation cannot send what the server waits for (its own
+    record of the op is gone), the status bar and Sync issues say so."""
+    station = await cashier_station(central_sqlite, tmp_path)
+    reg = await station.register(ZHANG)
+    station.offline()
+    card = await station.issue_card(reg.patient_id, "50", "cash")
+    top_up = await station.top_up(card.card_no, "10", "cash")
+    # the issue's record is lost (a replica restored from an old copy, a disk fault)
+    with station.store.transaction() as conn:
+        conn.execute("DELETE FROM outbox WHERE op_id = ?", (card.op_id,))
+    station.online()
+    for _ in range(6):
+        await station.engine.sync_once()
+    assert station.store.op_answer(top_up.op_id)[0] == "pending"
+    assert station.engine.status.error_code == "ops_stuck"
+    assert "第" in (station.engine.status.error_zh or "")
+    [issue] = [i for i in station.desk.issues() if i["kind"] == "stuck"]
+    assert issue["op_id"] == top_up.op_id and issue["code"] == "sequence_gap"
+    await station.close()
+
+
+async def test_a_server_behind_the_replica_is_noticed_and_recovered_from(
+    tmp_path: Path,
+) -> None:
+    """Restored without a new epoch, the server's change log ends before this
+    replica's cursor: the workstation notices on its next pull, re-bootstraps,
+    sends again what the restore lost, and tells the clerk (a Sync issue)."""
+    lost = await work_a_restore_will_lose(tmp_path, ZHANG)
+    central, station = lost.central, lost.station
+    central.engine.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{lost.db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(lost.backup, lost.db)  # no new epoch
+    report = await station.engine.sync_once()
+    assert report.bootstrapped
+    [issue] = station.desk.issues()
+    assert (issue["kind"], issue["code"]) == ("server_restored", "server_restored")
+    await station.engine.sync_once()
+    assert station.store.outbox_stats().pending == 0
+    with central.engine.connect() as conn:
+        total = conn.execute(select(func.sum(transfers.c.amount_fen))).scalar()
+    assert total == 5000 + 10000 + 3000  # the top-ups the restore lost, sent again once
+    assert replica_rows(station.store) == server_rows(central)
+    await station.close()
+    central.close()

@@ -20,6 +20,7 @@ REPLICA_MIGRATIONS = {
     "m001_replica": "4062f643e3ce6e9f5ea4748bfbc022b7249a4cb5287a44a73d9c3cb7e68c5432",  # 0.1.0
     "m002_general_leases": "e6ee60db8025767ea136cc947d54f5af1e069be525967aba2463e3b6976809ab",
     "m003_shifts": "36a31ae3068f24faccf0ee2f6bd860c37794c2a4ebffda816b5f807a23a3c267",
+    "m004_withdrawn_ops": "cf3ddbe86329808a4a148e9517f0827fa1d9b249f6c9e09c670b68fa2ec4a37b",
 }
 
 # file in server/migrations/versions -> SHA-256 of its bytes, oldest first; a

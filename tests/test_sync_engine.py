@@ -165,7 +165,7 @@ def test_push_batches_are_cut_by_an_upper_bound_of_their_size() -> None:
         phone="13812345678",
         address='"碧水湾"\t' * 9,
     ).model_dump_json()  # as the outbox holds it: quotes, backslashes, a tab escaped once
-    worst = {
+    worst: dict[str, str] = {
         "op_id": "\x01" * 40,
         "device_id": "\\" * 40,
         "kind": "register_patient",
@@ -173,7 +173,7 @@ def test_push_batches_are_cut_by_an_upper_bound_of_their_size() -> None:
         "at": "2026-11-30T10:00:00.000+08:00",
         "hlc": '"' * 40,
     }
-    wire = Operation(client_seq=2**62, payload=payload, args_hash="a" * 64, **worst)
+    wire = Operation(client_seq=2**62, payload=payload, args_hash="a" * 64, withdrawn=True, **worst)
     op = OutboxEntry(
         wire, clerk_roles=frozenset(), state="pending", local_outcome="applied", attempts=0
     )

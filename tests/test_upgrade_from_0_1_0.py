@@ -210,6 +210,9 @@ def test_the_replica_of_0_1_0_opens_with_all_its_own_tables(site: Site) -> None:
         store.close()
     after = read_local_tables(site.replica)
     del after["leases"]
+    # the outbox gained a column (m004: withdrawn), 0 for every op it held
+    assert [row[-1] for row in after["outbox"]] == [0] * len(before["outbox"])
+    after["outbox"] = [row[:-1] for row in after["outbox"]]
     assert after == before
 
 

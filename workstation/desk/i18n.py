@@ -258,6 +258,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "issues.kind.modified": ("被调整", "Changed"),
     "issues.kind.needs_review": ("待主管审核", "Awaiting review"),
     "issues.kind.replay_conflict": ("可能被拒绝", "Likely refused"),
+    "issues.kind.stuck": ("同步停滞", "Sync stuck"),
+    "issues.kind.server_restored": ("服务器已恢复", "Server restored"),
     "issues.state.open": ("待处理", "Open"),
     "issues.state.resolved": ("已处理", "Handled"),
     # errors
