@@ -695,9 +695,12 @@ class LocalStore:
         next_cursor: int,
         epoch: str,
         device_last_seq: int,
+        mark: str | None = None,
     ) -> int:
         """Apply pulled rows ``(table, row or None for a deletion, key)``, advance
-        the cursor and rebase, in one transaction. Returns rows applied."""
+        the cursor and rebase, in one transaction. ``mark`` is the fingerprint of
+        the change at the new cursor (sent with the next pull, so that a server
+        restored behind this replica is noticed). Returns rows applied."""
         changes = list(changes)
         if (
             not changes
@@ -724,6 +727,8 @@ class LocalStore:
                     self._changed(table, key, row)
                 count += 1
             self._set_meta("cursor", str(next_cursor))
+            if mark is not None:
+                self._set_meta("cursor_mark", mark)
             self._set_meta("epoch", epoch)
             self._confirm_through(device_last_seq)
             self._replay()
@@ -779,6 +784,7 @@ class LocalStore:
         the outbox on top of it. Ops the server does not have (it may have been
         restored from a backup) go back to pending and will be pushed again."""
         self._set_meta("cursor", str(cursor))
+        self._set_meta("cursor_mark", None)  # the change at the cursor is not known
         self._set_meta("epoch", epoch)
         self._set_meta("bootstrapped_at", self.clock().isoformat(timespec="seconds"))
         self._resend_from(device_last_seq + 1)

@@ -47,7 +47,7 @@ from .leases import LeaseRefused, grant_lease
 from .migrate import check_schema
 from .migrate import migrate as migrate_schema
 from .snapshots import SnapshotImages, image_chunks
-from .sync_service import SyncService
+from .sync_service import ServerBehind, SyncService
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +285,17 @@ def create_app(
         session: Annotated[Session, Depends(session_of)],
         cursor: Annotated[int, Query(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Query(ge=1, le=PULL_LIMIT_MAX)] = 1000,
-    ) -> PullResponse:
-        return sync.pull(session.device_id, cursor, limit)
+        mark: Annotated[str | None, Query(pattern="^[0-9a-f]{16}$")] = None,
+        confirmed: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        epoch: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> PullResponse | JSONResponse:
+        try:
+            return sync.pull(
+                session.device_id, cursor, limit, mark=mark, confirmed=confirmed, epoch=epoch
+            )
+        except ServerBehind as behind:
+            sync.audit_behind(session.device_id, session.clerk_id, behind.found)
+            return _error(409, behind.code, behind.zh, behind.en, behind.found)
 
     @app.get(
         "/sync/snapshot",

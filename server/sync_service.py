@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from domain.areas import ROW_TYPES
@@ -30,17 +30,20 @@ from domain.operation import Operation
 from domain.rows import Row
 from domain.state import Actor, OpContext
 from sync.protocol import (
+    SERVER_BEHIND,
     Change,
     OpResult,
     PullResponse,
     PushRequest,
     PushResponse,
     SnapshotHeader,
+    change_mark,
 )
 
 from .db import (
     CHANGE_SEQ,
     REPLICATED,
+    audit,
     change_log,
     clerks,
     counters,
@@ -92,6 +95,21 @@ def _parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
+
+
+class ServerBehind(Exception):
+    """This server is behind a workstation's replica (restored from a backup)."""
+
+    code = SERVER_BEHIND
+    zh = "中心服务器的数据比本机旧（可能已从备份恢复），本机将重新加载数据并补发操作。"
+    en = (
+        "The central server's data is older than this workstation's (restored from a "
+        "backup?): this workstation loads the data again and sends its work again."
+    )
+
+    def __init__(self, found: dict[str, Any]) -> None:
+        super().__init__(self.en)
+        self.found = found
 
 
 @dataclass(frozen=True)
@@ -375,14 +393,37 @@ class SyncService:
         with self.engine.connect() as conn:
             return str(conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one())
 
-    def pull(self, device_id: str, cursor: int, limit: int) -> PullResponse:
-        """Rows after ``cursor``, whole operations only (a page never splits one)."""
+    def pull(
+        self,
+        device_id: str,
+        cursor: int,
+        limit: int,
+        *,
+        mark: str | None = None,
+        confirmed: int | None = None,
+        epoch: str | None = None,
+    ) -> PullResponse:
+        """Rows after ``cursor``, whole operations only (a page never splits one).
+
+        A workstation that sends ``mark`` (the fingerprint of the change at its
+        cursor) and ``confirmed`` (its last operation the server confirmed) is
+        checked against this server first: a cursor past the head, a different
+        change at the cursor or fewer of the device's operations than it saw
+        confirmed mean the server was restored from a backup behind the replica
+        (and nobody started a new epoch). That is audited and answered
+        ``server_behind``, and the workstation loads the data again. A device of
+        another ``epoch`` is not checked: the new epoch tells it all already."""
         with self.engine.connect() as conn, conn.begin():
             head = int(
                 conn.execute(
                     select(counters.c.value).where(counters.c.name == CHANGE_SEQ)
                 ).scalar_one()
             )
+            ours = str(conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one())
+            if (mark is not None or confirmed is not None) and epoch in (None, ours):
+                behind = self._behind(conn, device_id, cursor, head, mark, confirmed)
+                if behind is not None:
+                    raise ServerBehind(behind)
             rows = list(
                 conn.execute(
                     select(change_log)
@@ -408,9 +449,6 @@ class SyncService:
             if not rows and cursor > head:
                 next_cursor = cursor
             device_last_seq = self.device_last_seq(conn, device_id, through=next_cursor)
-            epoch = str(
-                conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one()
-            )
         changes = [
             Change(
                 seq=r.seq,
@@ -425,10 +463,54 @@ class SyncService:
             next_cursor=next_cursor,
             head=head,
             has_more=next_cursor < head,
-            epoch=epoch,
+            epoch=ours,
             device_last_seq=device_last_seq,
             server_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
+
+    def _behind(
+        self,
+        conn: Connection,
+        device_id: str,
+        cursor: int,
+        head: int,
+        mark: str | None,
+        confirmed: int | None,
+    ) -> dict[str, Any] | None:
+        """What shows this server behind the device's replica, or None."""
+        known = self.device_last_seq(conn, device_id)
+        found: dict[str, Any] = {"cursor": cursor, "head": head, "device_last_seq": known}
+        if cursor > head:
+            return found | {"reason": "cursor_beyond_head"}
+        if confirmed is not None and confirmed > known:
+            return found | {"reason": "device_seq_lost", "confirmed": confirmed}
+        if mark and cursor > 0:
+            at = conn.execute(select(change_log).where(change_log.c.seq == cursor)).first()
+            here = (
+                change_mark(at.table_name, at.row_key, json.loads(at.row) if at.row else None)
+                if at is not None
+                else None
+            )
+            if here != mark:
+                return found | {"reason": "change_differs"}
+        return None
+
+    def audit_behind(self, device_id: str, clerk_id: str, found: dict[str, Any]) -> None:
+        """The audit trail keeps every workstation that found this server
+        behind its replica: the sign of a restore nobody announced."""
+        with writer(self.engine) as conn, conn.begin():
+            conn.execute(
+                insert(audit).values(
+                    at=utc_now(),
+                    clerk_id=clerk_id,
+                    device_id=device_id,
+                    action="server_behind",
+                    target=str(found.get("reason")),
+                    outcome="detected",
+                    detail=to_json(found),
+                )
+            )
+        log.warning("device %s finds the server behind its replica: %s", device_id, found)
 
     # -- snapshot ------------------------------------------------------------
 

@@ -36,7 +36,12 @@ T = TypeVar("T", bound=BaseModel)
 
 class SyncError(Exception):
     def __init__(
-        self, code: str, message_zh: str, message_en: str, status: int | None = None
+        self,
+        code: str,
+        message_zh: str,
+        message_en: str,
+        status: int | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message_en)
         self.code, self.message_zh, self.message_en, self.status = (
@@ -45,6 +50,7 @@ class SyncError(Exception):
             message_en,
             status,
         )
+        self.detail = detail  # the server's details of a refusal, when it gave any
 
     def message(self, lang: str) -> str:
         return self.message_en if lang.startswith("en") else self.message_zh
@@ -162,10 +168,27 @@ class SyncClient:
             json_body=True,
         )
 
-    async def pull(self, cursor: int, limit: int) -> PullResponse:
-        return await self._call(
-            "GET", "/sync/pull", PullResponse, params={"cursor": cursor, "limit": limit}
-        )
+    async def pull(
+        self,
+        cursor: int,
+        limit: int,
+        *,
+        mark: str | None = None,
+        confirmed: int | None = None,
+        epoch: str | None = None,
+    ) -> PullResponse:
+        """Rows after ``cursor``. With ``mark`` (the fingerprint of the change at
+        the cursor) and ``confirmed`` (this device's last confirmed operation),
+        a server of the same ``epoch`` behind this replica refuses with
+        ``server_behind``."""
+        params: dict[str, str | int] = {"cursor": cursor, "limit": limit}
+        if epoch:
+            params["epoch"] = epoch
+        if mark:
+            params["mark"] = mark
+        if confirmed is not None:
+            params["confirmed"] = confirmed
+        return await self._call("GET", "/sync/pull", PullResponse, params=params)
 
     async def snapshot(self) -> AsyncIterator[bytes]:
         """The snapshot as raw (gzip'd) chunks."""
@@ -228,10 +251,13 @@ def _raise_for(response: httpx.Response) -> None:
     status = response.status_code
     if status < 400:
         return
+    detail: dict[str, Any] | None = None
     try:
         body = response.json()
         code, zh, en = body["code"], body["message_zh"], body["message_en"]
-    except (ValueError, KeyError, TypeError):
+        if isinstance(body.get("detail"), dict):
+            detail = body["detail"]
+    except (ValueError, KeyError, TypeError, AttributeError):
         code, zh, en = (
             f"http_{status}",
             f"服务器返回错误 {status}。",
@@ -241,4 +267,4 @@ def _raise_for(response: httpx.Response) -> None:
         raise Unauthorised(code, zh, en, status)
     if status >= 500 or status == 429:
         raise ServerBusy(code, zh, en, status)
-    raise Refused(code, zh, en, status)
+    raise Refused(code, zh, en, status, detail)

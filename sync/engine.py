@@ -30,7 +30,14 @@ from local_db.image import SCHEMA_ID
 from local_db.store import LocalStore, OutboxEntry, ServerResult
 
 from .client import Offline, Refused, SyncClient, SyncError, Unauthorised
-from .protocol import MAX_BODY_BYTES, MAX_OPS_PER_PUSH, PULL_LIMIT_MAX, PushRequest
+from .protocol import (
+    MAX_BODY_BYTES,
+    MAX_OPS_PER_PUSH,
+    PULL_LIMIT_MAX,
+    SERVER_BEHIND,
+    PushRequest,
+    change_mark,
+)
 from .snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -486,46 +493,63 @@ class SyncEngine:
         cursor = int(await asyncio.to_thread(self.store.get_meta, "cursor", "0") or 0)
         epoch = await asyncio.to_thread(self.store.get_meta, "epoch")
         confirmed = int(await asyncio.to_thread(self.store.get_meta, "device_last_seq", "0") or 0)
+        mark = await asyncio.to_thread(self.store.get_meta, "cursor_mark")
         # Every page rebases (undo pending effects, replay what is unconfirmed): after a
         # long outage ask for pages big enough to confirm the backlog in one or two.
         unconfirmed = await asyncio.to_thread(self.store.unconfirmed_count)
         limit = min(PULL_LIMIT_MAX, max(self.pull_limit, 3 * unconfirmed))
         while True:
-            page = await self.client.pull(cursor, limit)
+            try:
+                page = await self.client.pull(
+                    cursor, limit, mark=mark, confirmed=confirmed, epoch=epoch
+                )
+            except Refused as exc:
+                if exc.code != SERVER_BEHIND:
+                    raise
+                await self._recover_from_restore(cursor, exc.detail or {})
+                report.bootstrapped = True
+                return
             if epoch is not None and page.epoch != epoch:
                 log.warning("server epoch changed (%s -> %s): re-bootstrapping", epoch, page.epoch)
                 await self.bootstrap()
                 report.bootstrapped = True
                 return
             if page.head < cursor or page.device_last_seq < confirmed:
-                # restored from a backup and nobody ran new-epoch: the server is
-                # behind what this replica holds; recover as after a new epoch
-                log.warning(
-                    "the server is behind this replica (head %d < cursor %d, or device seq "
-                    "%d < %d): it was restored; re-bootstrapping",
-                    page.head,
-                    cursor,
-                    page.device_last_seq,
-                    confirmed,
+                # a server that does not check marks: the same signs, seen here
+                await self._recover_from_restore(
+                    cursor, {"head": page.head, "device_last_seq": page.device_last_seq}
                 )
-                await asyncio.to_thread(
-                    self.store.note_server_restored, page.head, cursor, page.device_last_seq
-                )
-                await self.bootstrap()
                 report.bootstrapped = True
                 return
             self.store.hlc.observe_wall(page.server_time)
             changes = [(c.table, c.row, c.key) for c in page.changes]
+            last = page.changes[-1] if page.changes else None
+            if last is not None and last.seq == page.next_cursor:
+                mark = change_mark(last.table, last.key, last.row)
             report.pulled += await asyncio.to_thread(
                 self.store.apply_pull,
                 changes,
                 next_cursor=page.next_cursor,
                 epoch=page.epoch,
                 device_last_seq=page.device_last_seq,
+                mark=mark,
             )
-            cursor = page.next_cursor
+            cursor, confirmed = page.next_cursor, page.device_last_seq
             if not page.has_more:
                 return
+
+    async def _recover_from_restore(self, cursor: int, found: dict[str, Any]) -> None:
+        """The server is behind this replica: restored from a backup and nobody
+        started a new epoch. Recover as after a new epoch (load the data again,
+        send again what the restore lost), and leave a Sync issue saying so."""
+        log.warning("the server is behind this replica (%s): re-bootstrapping", found)
+        await asyncio.to_thread(
+            self.store.note_server_restored,
+            int(found.get("head", 0)),
+            cursor,
+            int(found.get("device_last_seq", 0)),
+        )
+        await self.bootstrap()
 
     # -- bootstrap -----------------------------------------------------------
 

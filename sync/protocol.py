@@ -6,6 +6,8 @@ document) and the client, so both sides parse the same shapes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -58,6 +60,18 @@ class Change(_Model):
     table: str
     key: str
     row: dict[str, Any] | None = Field(description="the whole row; null for a deletion")
+
+
+def change_mark(table: str, key: str, row: Mapping[str, Any] | None) -> str:
+    """A change-log entry's fingerprint. A workstation sends the mark of the
+    entry at its cursor with each pull; a server whose entry at that number
+    differs (restored from a backup, then written anew) is behind the replica
+    and says so (409 ``server_behind``) instead of serving the rows after it."""
+    text = json.dumps([table, key, row], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+SERVER_BEHIND = "server_behind"
 
 
 class PullResponse(_Model):

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ from local_db.image import SCHEMA_ID, build_image
 from local_db.pinyin import readings
 from local_db.store import LocalStore
 from server.bulk import bulk_load
-from server.db import audit, ops, start_new_epoch, transfers
+from server.db import audit, change_log, ops, start_new_epoch, transfers
 from server.snapshots import SnapshotImages
 from sync.client import ServerBusy
 from sync.protocol import DEVICE_HEADER
@@ -29,11 +30,12 @@ from tests.harness import (
     PASSWORD,
     Central,
     Station,
+    back_up,
     cashier_station,
     restore,
     work_a_restore_will_lose,
 )
-from tests.test_sync_end_to_end import ZHANG, replica_rows, server_rows
+from tests.test_sync_end_to_end import LI, ZHANG, replica_rows, server_rows
 from workstation.demo.seed import demo_rows
 
 IMAGE_PATH = "/sync/snapshot/image"
@@ -464,4 +466,59 @@ async def test_a_server_behind_the_replica_is_noticed_and_recovered_from(
     assert total == 5000 + 10000 + 3000  # the top-ups the restore lost, sent again once
     assert replica_rows(station.store) == server_rows(central)
     await station.close()
+    central.close()
+
+
+async def test_a_restore_the_log_has_grown_past_is_noticed_by_its_changes(
+    tmp_path: Path,
+) -> None:
+    """Restored without a new epoch, and written anew past this replica's
+    cursor before it pulls: neither the head nor this device's sequence gives
+    the restore away, only the change at the cursor, which is another one
+    now. The server refuses the pull (``server_behind``, audited), the
+    workstation loads the data again and misses nothing registered since."""
+    db, backup = tmp_path / "central.db", tmp_path / "backup.db"
+    central = Central(f"sqlite:///{db}")
+    a = await cashier_station(central, tmp_path)
+    await a.register(ZHANG)
+    await a.engine.sync_once()
+    central.engine.dispose()
+    back_up(db, backup)
+    b = Station(central, tmp_path / "b", "b")
+    await b.enroll_and_login("cash")
+    await b.register(LI)
+    await b.engine.sync_once()
+    await a.engine.sync_once()  # a has b's patient: its cursor is past the backup's head
+    cursor = int(a.store.get_meta("cursor") or 0)
+
+    central.engine.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, db)  # no new epoch
+    c = Station(central, tmp_path / "c", "c")
+    await c.enroll_and_login("cash")
+    for n, name in enumerate(("王一", "王二", "王三")):
+        await c.register(
+            replace(
+                LI, name=name, doc_type="passport", doc_no=f"E1234567{n}", birth_date="1980-01-01"
+            )
+        )
+    await c.engine.sync_once()
+    with central.engine.connect() as conn:
+        head = conn.execute(select(func.max(change_log.c.seq))).scalar()
+    assert head is not None and head >= cursor  # the head alone does not tell
+
+    report = await a.engine.sync_once()
+    assert report.bootstrapped
+    [issue] = a.desk.issues()
+    assert issue["kind"] == "server_restored"
+    with central.engine.connect() as conn:
+        [found] = conn.execute(select(audit).where(audit.c.action == "server_behind")).all()
+    assert (found.device_id, found.target) == (a.store.get_meta("device_id"), "change_differs")
+    for _ in range(2):  # and from now on, pulls as usual
+        report = await a.engine.sync_once()
+        assert not report.bootstrapped and a.desk.issues() == [issue]
+    assert replica_rows(a.store) == server_rows(central)  # c's patients are there
+    for station in (a, b, c):
+        await station.close()
     central.close()

@@ -284,10 +284,11 @@ async def test_a_link_that_comes_back_is_noticed_within_seconds_whatever_was_don
         assert probes >= 5
         station.online()
         back = time.monotonic()
-        while station.store.outbox_stats().pending:
+        # converged: every op answered and the cycle that sent them ended well
+        while station.store.outbox_stats().pending or engine.status.failures:
             assert time.monotonic() - back < 1.5, "the link came back unnoticed"
             await asyncio.sleep(0.02)
-        assert engine.status.online is True and engine.status.failures == 0
+        assert engine.status.online is True
     finally:
         engine.stop()
         await runner
