@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports bench clean
+.PHONY: demo test check lint typecheck imports bench sim clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ check: lint typecheck imports test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The deterministic simulation: `make sim` (10,000 seeds), `make sim SEEDS=500`,
+# `make sim SEED=42` replays one seed and prints its story.
+SEEDS ?= 10000
+sim: $(STAMP)
+ifdef SEED
+	$(BIN)/python -m sim --seed $(SEED) --trace
+else
+	$(BIN)/python -m sim --seeds $(SEEDS)
+endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -708,6 +708,7 @@ class LocalStore:
             and self.get_meta("cursor") == str(next_cursor)
             and self.get_meta("device_last_seq") == str(device_last_seq)
             and self.get_meta("epoch") == epoch
+            and (mark is None or self.get_meta("cursor_mark") == mark)
         ):
             return 0  # nothing new: no write, no fsync
         count = 0
@@ -726,9 +727,9 @@ class LocalStore:
                     self.conn.execute(sql.upsert, sql.values(row, None))
                     self._changed(table, key, row)
                 count += 1
+            if mark is not None or self.get_meta("cursor") != str(next_cursor):
+                self._set_meta("cursor_mark", mark)  # None: the server gave none
             self._set_meta("cursor", str(next_cursor))
-            if mark is not None:
-                self._set_meta("cursor_mark", mark)
             self._set_meta("epoch", epoch)
             self._confirm_through(device_last_seq)
             self._replay()

@@ -22,6 +22,7 @@ from domain.leases import NUMBER_BLOCK, Lease
 from local_db.image import SCHEMA_ID
 from sync.protocol import (
     DEVICE_HEADER,
+    MARK_HEADER,
     MAX_BODY_BYTES,
     PULL_LIMIT_MAX,
     ClerkInfo,
@@ -288,14 +289,18 @@ def create_app(
         mark: Annotated[str | None, Query(pattern="^[0-9a-f]{16}$")] = None,
         confirmed: Annotated[int | None, Query(ge=0, le=2**62)] = None,
         epoch: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> PullResponse | JSONResponse:
+    ) -> Response:
         try:
-            return sync.pull(
+            page = sync.pull(
                 session.device_id, cursor, limit, mark=mark, confirmed=confirmed, epoch=epoch
             )
         except ServerBehind as behind:
             sync.audit_behind(session.device_id, session.clerk_id, behind.found)
             return _error(409, behind.code, behind.zh, behind.en, behind.found)
+        # the mark of the entry at the new cursor goes in a header: a workstation
+        # of release 0.1 refuses fields it does not know in the body
+        headers = {MARK_HEADER: page.mark} if page.mark else None
+        return Response(page.model_dump_json(), media_type="application/json", headers=headers)
 
     @app.get(
         "/sync/snapshot",

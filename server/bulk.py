@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from sqlalchemy import Engine, insert, select, update
 
 from domain.rows import Row
+from sync.protocol import next_chain
 
-from .db import CHANGE_SEQ, REPLICATED, change_log, counters, is_sqlite, writer
+from .db import CHANGE_SEQ, REPLICATED, chain_at, change_log, counters, is_sqlite, writer
 
 BATCH = 5_000
 
@@ -28,6 +29,7 @@ def bulk_load(engine: Engine, rows: Iterable[Row], batch_size: int = BATCH) -> i
         if not is_sqlite(conn):
             query = query.with_for_update()
         head = int(conn.execute(query).scalar_one())
+        link = chain_at(conn, head)
         pending: dict[str, list[dict[str, object]]] = {}
         log: list[dict[str, object]] = []
 
@@ -44,13 +46,16 @@ def bulk_load(engine: Engine, rows: Iterable[Row], batch_size: int = BATCH) -> i
             values = row.model_dump()
             head += 1
             pending.setdefault(row.table, []).append(values)
+            text = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+            link = next_chain(link, row.table, row.key_value, text)
             log.append(
                 {
                     "seq": head,
                     "table_name": row.table,
                     "row_key": row.key_value,
-                    "row": json.dumps(values, ensure_ascii=False, separators=(",", ":")),
+                    "row": text,
                     "op_id": None,
+                    "chain": link,
                 }
             )
             count += 1

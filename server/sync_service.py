@@ -37,13 +37,15 @@ from sync.protocol import (
     PushRequest,
     PushResponse,
     SnapshotHeader,
-    change_mark,
+    entry_mark,
+    next_chain,
 )
 
 from .db import (
     CHANGE_SEQ,
     REPLICATED,
     audit,
+    chain_at,
     change_log,
     clerks,
     counters,
@@ -66,7 +68,7 @@ _INSERT_OP = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_CHANGE = (
-    "INSERT INTO change_log (seq, table_name, row_key, row, op_id) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO change_log (seq, table_name, row_key, row, op_id, chain) VALUES (?, ?, ?, ?, ?, ?)"
 )
 SNAPSHOT_BATCH = 5_000
 
@@ -95,6 +97,17 @@ def _parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
+
+
+def chained(conn: Connection, head: int, changes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Change-log entries ``(seq, table, key, row, op_id)`` following ``head``,
+    each with its chain link appended."""
+    link = chain_at(conn, head) if changes else 0
+    out = []
+    for entry in changes:
+        link = next_chain(link, entry[1], entry[2], entry[3])
+        out.append((*entry, link))
+    return out
 
 
 class ServerBehind(Exception):
@@ -164,6 +177,7 @@ class SyncService:
             return results
         with writer(self.engine) as conn, conn.begin():
             head = self._lock_head(conn)
+            first_head = head
             policy = load_policy(conn)
             last_seq = self.device_last_seq(conn, device_id)
             stored = {
@@ -253,7 +267,7 @@ class SyncService:
                 results.append(result)
                 last_seq = op.client_seq
             # the change log and the ops records of the whole batch, in this same transaction
-            sql.executemany(_INSERT_CHANGE, log_rows.changes)
+            sql.executemany(_INSERT_CHANGE, chained(conn, first_head, log_rows.changes))
             sql.executemany(_INSERT_OP, log_rows.ops)
             conn.execute(update(counters).where(counters.c.name == CHANGE_SEQ).values(value=head))
         return results
@@ -449,6 +463,13 @@ class SyncService:
             if not rows and cursor > head:
                 next_cursor = cursor
             device_last_seq = self.device_last_seq(conn, device_id, through=next_cursor)
+            at = rows[-1] if rows else None
+            if at is None and mark is None and next_cursor > 0:
+                # a workstation without a mark (just loaded): the entry at its cursor
+                at = conn.execute(select(change_log).where(change_log.c.seq == next_cursor)).first()
+            mark_here = (
+                entry_mark(at.chain, at.table_name, at.row_key, at.row) if at is not None else mark
+            )
         changes = [
             Change(
                 seq=r.seq,
@@ -459,6 +480,7 @@ class SyncService:
             for r in rows
         ]
         return PullResponse(
+            mark=mark_here,
             changes=changes,
             next_cursor=next_cursor,
             head=head,
@@ -487,9 +509,7 @@ class SyncService:
         if mark and cursor > 0:
             at = conn.execute(select(change_log).where(change_log.c.seq == cursor)).first()
             here = (
-                change_mark(at.table_name, at.row_key, json.loads(at.row) if at.row else None)
-                if at is not None
-                else None
+                entry_mark(at.chain, at.table_name, at.row_key, at.row) if at is not None else None
             )
             if here != mark:
                 return found | {"reason": "change_differs"}

@@ -19,6 +19,7 @@ from domain.leases import Lease
 
 from .protocol import (
     DEVICE_HEADER,
+    MARK_HEADER,
     EnrollRequest,
     EnrollResponse,
     LeaseGrant,
@@ -188,7 +189,15 @@ class SyncClient:
             params["mark"] = mark
         if confirmed is not None:
             params["confirmed"] = confirmed
-        return await self._call("GET", "/sync/pull", PullResponse, params=params)
+        response = await self._request("GET", "/sync/pull", params=params)
+        try:
+            page = PullResponse.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ServerBusy(
+                "bad_response", "服务器应答无法识别。", "The server's answer was not understood."
+            ) from exc
+        page.mark = response.headers.get(MARK_HEADER)
+        return page
 
     async def snapshot(self) -> AsyncIterator[bytes]:
         """The snapshot as raw (gzip'd) chunks."""

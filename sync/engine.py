@@ -36,7 +36,6 @@ from .protocol import (
     PULL_LIMIT_MAX,
     SERVER_BEHIND,
     PushRequest,
-    change_mark,
 )
 from .snapshot import read_snapshot
 
@@ -523,9 +522,7 @@ class SyncEngine:
                 return
             self.store.hlc.observe_wall(page.server_time)
             changes = [(c.table, c.row, c.key) for c in page.changes]
-            last = page.changes[-1] if page.changes else None
-            if last is not None and last.seq == page.next_cursor:
-                mark = change_mark(last.table, last.key, last.row)
+            mark = page.mark  # the server's mark of the entry at the new cursor
             report.pulled += await asyncio.to_thread(
                 self.store.apply_pull,
                 changes,

@@ -63,18 +63,40 @@ class Change(_Model):
 
 
 def change_mark(table: str, key: str, row: Mapping[str, Any] | None) -> str:
-    """A change-log entry's fingerprint. A workstation sends the mark of the
-    entry at its cursor with each pull; a server whose entry at that number
-    differs (restored from a backup, then written anew) is behind the replica
-    and says so (409 ``server_behind``) instead of serving the rows after it."""
+    """The fingerprint of a change-log entry written before entries were
+    chained (see ``next_chain``)."""
     text = json.dumps([table, key, row], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def next_chain(previous: int, table: str, key: str, row_text: str | None) -> int:
+    """A change-log entry's link in the chain: a hash of the one before it and
+    of this entry, so that equal links mean equal histories. A workstation
+    sends back the link at its cursor (as its mark) with each pull; a server
+    whose link there differs (restored from a backup, then written anew) is
+    behind the replica and says so (409 ``server_behind``) instead of serving
+    the rows after it. 63 bits, to fit a signed BIGINT."""
+    digest = hashlib.sha256(f"{previous}\x1f{table}\x1f{key}\x1f{row_text or ''}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def entry_mark(chain: int | None, table: str, key: str, row_text: str | None) -> str:
+    """What a pull's ``X-Change-Mark`` says of an entry: its chain link, or
+    for an entry written before the chain, its fingerprint."""
+    if chain is not None:
+        return f"{chain:016x}"
+    return change_mark(table, key, json.loads(row_text) if row_text else None)
+
+
+MARK_HEADER = "X-Change-Mark"
 SERVER_BEHIND = "server_behind"
 
 
 class PullResponse(_Model):
+    # the server's mark of the entry at next_cursor, from the X-Change-Mark
+    # header (a header, so that workstations of an earlier release, which
+    # refuse unknown fields, can pull from this server)
+    mark: str | None = Field(default=None, exclude=True)
     changes: list[Change]
     next_cursor: int
     head: int

@@ -1,0 +1,1 @@
+"""The deterministic simulation of windows and server under faults (``make sim``)."""
