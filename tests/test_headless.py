@@ -2,7 +2,10 @@
 
 In this process, against the in-process central server: the protocol end to
 end, a refusal by the server reaching Sync issues, and bad lines answered
-(in both languages) with nothing written.
+(in both languages) with nothing written. Then a real ``workstation run
+--headless`` process against a server over HTTP, killed with SIGKILL in the
+middle of a burst of top-ups and started again: every top-up it reported
+done is applied exactly once.
 """
 
 from __future__ import annotations
@@ -10,9 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
+import signal
+import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -376,3 +384,247 @@ async def test_every_command_has_a_handler(tmp_path: Path) -> None:
     window = HeadlessWindow(station.desk, station.cashier, lambda _line: None)
     assert set(window.handlers) == set(COMMANDS)
     await station.aclose()
+
+
+# -- a real process, killed ------------------------------------------------------------
+
+
+class HeadlessProcess:
+    """``workstation run --headless`` in a process of its own."""
+
+    def __init__(self, data_dir: Path, stderr: Path) -> None:
+        self.stderr = stderr.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workstation.cli", "run", "--headless"]
+            + ["--data-dir", str(data_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        self.buffer = b""
+        self.events: list[dict[str, Any]] = []
+        self.ids = 0
+
+    def send(self, *requests: dict[str, Any]) -> None:
+        """Write the lines at once (a burst arrives before the first is answered)."""
+        self.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        self.stdin.flush()
+
+    def read(self, timeout_s: float = 30) -> dict[str, Any]:
+        """The next line of stdout, which must be JSON."""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.stdout], [], [], max(left, 0))
+            if not ready:
+                raise AssertionError(f"no answer within {timeout_s} s")
+            chunk = os.read(self.stdout.fileno(), 65536)
+            if not chunk:
+                raise EOFError(f"stdout closed; rc={self.proc.poll()}")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return dict(json.loads(line))
+
+    def answer(self, timeout_s: float = 30) -> dict[str, Any]:
+        while "event" in (message := self.read(timeout_s)):
+            self.events.append(message)
+        return message
+
+    def ask(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        self.ids += 1
+        self.send({"id": self.ids, "cmd": cmd, **fields})
+        answer = self.answer()
+        assert answer["id"] == self.ids and answer["ok"] is True, answer
+        return answer
+
+    def read_to_end(self) -> None:
+        """The events written until stdout closes."""
+        while True:
+            try:
+                self.events.append(self.read())
+            except EOFError:
+                return
+
+    def wait_for_event(self, wanted: Callable[[dict[str, Any]], bool]) -> None:
+        """Until an event (already read or still to come) is ``wanted``."""
+        while not any(wanted(e) for e in self.events):
+            message = self.read()
+            assert "event" in message, message
+            self.events.append(message)
+
+    def wait_ready(self) -> None:
+        assert self.read(60)["event"] == "ready"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stdin.close()
+        self.stdout.close()
+        self.stderr.close()
+
+
+def enrolled_offline(data_dir: Path) -> Path:
+    """A data directory as enrollment leaves it, for a server that is not there."""
+    from workstation.config import Settings
+    from workstation.secrets import FileSecretStore
+
+    Settings(server_url="http://127.0.0.1:9", device_name="w", secrets="file").save(data_dir)
+    FileSecretStore(data_dir / "secrets.json").set("device_token", "token")
+    return data_dir
+
+
+def test_sigterm_stops_the_headless_workstation_in_order(tmp_path: Path) -> None:
+    data_dir = enrolled_offline(tmp_path / "window")
+    process = HeadlessProcess(data_dir, tmp_path / "stderr.txt")
+    try:
+        process.wait_ready()
+        status = process.ask("status")
+        assert status["clerk"] is None and status["pending"] == 0
+        process.proc.send_signal(signal.SIGTERM)
+        process.read_to_end()  # every line on stdout is JSON (read() parses each)
+        assert process.proc.wait(30) == 0
+    finally:
+        process.close()
+    assert process.events[-1] == {"event": "stopped"}
+    log = (data_dir / "workstation.log").read_text(encoding="utf-8")
+    assert "serving the protocol" in log and "headless window stopped" in log
+
+
+class LiveCentral:
+    """The central server over HTTP on a port of this machine; a test can
+    stop it (the link is down) and start it again on the same port."""
+
+    def __init__(self, central: Central) -> None:
+        from workstation.demo.run import EmbeddedServer, free_port
+
+        self.central = central
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server_type = EmbeddedServer
+        self.server: EmbeddedServer | None = None
+
+    def start(self) -> None:
+        self.server = self._server_type(self.central.app, self.port)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture
+def live_central(central_sqlite: Central) -> Iterator[LiveCentral]:
+    live = LiveCentral(central_sqlite)
+    live.start()
+    yield live
+    live.stop()
+
+
+@pytest.mark.parametrize("link", ["up", "down"])
+def test_a_killed_workstation_loses_no_reported_top_up_and_applies_none_twice(
+    live_central: LiveCentral, link: str, tmp_path: Path
+) -> None:
+    """A burst of top-ups is sent at once and the process is killed (SIGKILL)
+    once twelve answers are read; started again, it syncs. Link up: each top-up
+    is pushed as it is committed, and the kill lands in a push. Link down
+    (the server stopped for the burst): every answer read is provisional,
+    committed only in the replica the killed process left."""
+    from workstation.cli import main
+
+    central, url = live_central.central, live_central.url
+    central.clerk("cash", ["cashier"])
+    data_dir = tmp_path / "window"
+    code = central.auth.create_enrollment_code("收费窗口 9")
+    main(
+        ["enroll", "--server", url, "--code", code, "--device-name", "收费窗口 9"]
+        + ["--data-dir", str(data_dir), "--secrets", "file"]
+    )
+
+    first = HeadlessProcess(data_dir, tmp_path / "stderr.txt")
+    try:
+        first.wait_ready()
+        first.ask("login", username="cash", password=PASSWORD)
+        first.ask("sync", timeout=30)
+        reg = first.ask("register", **ZHANG)
+        card = first.ask("issue_card", patient_id=reg["patient_id"], amount="100")
+        if link == "down":
+            live_central.stop()
+            # the workstation notices at its next cycle, which this one starts
+            first.send({"id": 99, "cmd": "sync", "timeout": 0.5})
+            assert first.answer()["code"] == "sync_timeout"
+            first.wait_for_event(lambda e: e.get("online") is False)
+        # a burst of top-ups of different amounts (1.01, 1.02, ...), sent at once
+        burst = {100 + i: f"1.{i:02d}" for i in range(1, 31)}
+        first.send(
+            *(
+                {"id": 1000 + i, "cmd": "top_up", "card_no": card["card_no"], "amount": amount}
+                for i, amount in enumerate(burst.values())
+            )
+        )
+        reported = [first.answer() for _ in range(12)]
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.proc.wait(10) == -signal.SIGKILL
+    finally:
+        first.close()
+    assert [a["id"] for a in reported] == list(range(1000, 1012))
+    assert all(a["ok"] and a["receipt_no"] and a["amount_fen"] in burst for a in reported)
+    if link == "down":
+        assert {a["state"] for a in reported} == {"provisional"}
+        live_central.start()
+
+    second = HeadlessProcess(data_dir, tmp_path / "stderr.txt")
+    try:
+        second.wait_ready()
+        with pytest.raises(SystemExit) as refused:  # the same lock as the window's
+            main(["run", "--headless", "--data-dir", str(data_dir)])
+        assert "already running" in str(refused.value.code)
+        second.ask("login", username="cash", password=PASSWORD)
+        synced = second.ask("sync", timeout=30)
+        assert synced["pending"] == 0 and synced["open_issues"] == 0
+        view = second.ask("patient", card_no=card["card_no"])
+        second.stdin.close()  # the end of input: an orderly quit
+        second.read_to_end()
+        assert second.proc.wait(30) == 0
+    finally:
+        second.close()
+    assert second.events[-1] == {"event": "stopped"}
+
+    with central.engine.connect() as conn:
+        applied = dict(conn.execute(sql_select(ops.c.op_id, ops.c.status)).all())
+        booked = conn.execute(
+            sql_select(
+                transfers.c.op_id,
+                transfers.c.amount_fen,
+                transfers.c.receipt_no,
+                transfers.c.debit_account,
+                transfers.c.credit_account,
+            )
+        ).all()
+    # every top-up reported done is applied, once, as reported
+    for answer in reported:
+        assert applied[answer["op_id"]] == "applied"
+        [row] = [t for t in booked if t.op_id == answer["op_id"]]
+        assert (row.amount_fen, row.receipt_no) == (answer["amount_fen"], answer["receipt_no"])
+    # nothing twice: one transfer an operation, each amount of the burst at most once
+    assert max(Counter(t.op_id for t in booked).values()) == 1
+    top_ups = [t.amount_fen for t in booked if t.op_id != card["op_id"]]
+    assert len(set(top_ups)) == len(top_ups) and set(top_ups) <= set(burst)
+    assert len(top_ups) >= len(reported)
+    # what the workstation committed is exactly what the server holds
+    with sqlite3.connect(data_dir / "workstation.db") as replica:
+        outbox = dict(replica.execute("SELECT op_id, state FROM outbox").fetchall())
+    assert set(outbox) == set(applied)
+    assert set(outbox.values()) == {"confirmed"}
+    # the ledger balances, and the window shows the server's balance
+    balances: Counter[str] = Counter()
+    for t in booked:
+        balances[t.credit_account] += t.amount_fen
+        balances[t.debit_account] -= t.amount_fen
+    assert sum(balances.values()) == 0
+    deposit = balances[f"deposit:{reg['patient_id']}"]
+    assert deposit == 10000 + sum(top_ups)
+    assert view["balance_fen"] == view["confirmed_balance_fen"] == deposit
