@@ -207,8 +207,8 @@ LOCAL_TABLES = ("outbox", "leases", "sync_issues", "clerk_cache")
 
 @contextmanager
 def _atomic(conn: sqlite3.Connection) -> Iterator[None]:
-    """One transaction (nested: a savepoint); everything inside commits or
-    nothing does (as sqlite-utils' ``Database.atomic``)."""
+    """One write transaction (nested: a savepoint); everything inside commits
+    or nothing does (as sqlite-utils' ``Database.atomic``)."""
     if conn.in_transaction:
         conn.execute("SAVEPOINT nested")
         try:
@@ -220,7 +220,12 @@ def _atomic(conn: sqlite3.Connection) -> Iterator[None]:
             raise
         conn.execute("RELEASE SAVEPOINT nested")
         return
-    conn.execute("BEGIN")
+    # IMMEDIATE: the write lock is taken here, where a busy lock is waited
+    # for (busy_timeout). A deferred BEGIN would take it at the first write,
+    # after the rule's reads, and SQLite fails such an upgrade at once
+    # ("database is locked") while another connection holds the lock: the
+    # engine's TRUNCATE checkpoint after a bootstrap, as a clerk commits.
+    conn.execute("BEGIN IMMEDIATE")
     try:
         yield
     except BaseException:

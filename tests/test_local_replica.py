@@ -4,6 +4,8 @@ transaction, pulls and the rebase, Sync issues, and patient search."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -200,6 +202,24 @@ def test_execute_writes_rows_and_exactly_one_outbox_row(store: LocalStore) -> No
     assert executed.op.payload == executed.command.model_dump_json()
     assert store.numbers_left(Series.RECEIPT) == 9
     assert store.numbers_left(Series.CARD) == 9
+
+
+def test_a_commit_waits_while_a_checkpoint_holds_the_log(store: LocalStore) -> None:
+    """A TRUNCATE checkpoint (the engine's, after a bootstrap) holds the
+    replica's write lock for a moment. A commit meanwhile waits for it, as for
+    any writer, instead of failing at its first write ("database is locked":
+    SQLite calls no busy handler for a transaction that has read already)."""
+    checkpoint = sqlite3.connect(store.path, check_same_thread=False)
+    checkpoint.execute("BEGIN IMMEDIATE")  # holds the write lock, as the checkpoint does
+    released = threading.Timer(0.3, checkpoint.rollback)
+    released.start()
+    try:
+        patient_id = register(store)  # reads (the rule), then writes
+    finally:
+        released.join()
+        checkpoint.close()
+    assert count(store, "patients", f"patient_id = '{patient_id}'") == 1
+    assert count(store, "outbox") == 1
 
 
 def _snapshot_counts(store: LocalStore) -> dict[str, int]:

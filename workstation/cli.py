@@ -6,6 +6,7 @@ workstation admin --db URL migrate     the database's schema, after installing a
 workstation admin --db URL ...         clerks, enrolment codes, epochs, snapshots
 workstation enroll --server URL --code CODE
 workstation run                        a real workstation (after enroll)
+workstation run --headless             the same without its window: JSON lines on stdin/stdout
 workstation commands                   every command a clerk can perform, and who may
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
@@ -23,11 +25,47 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from workstation.builder import Workstation
+
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "hospital-workstation"
+
+HEADLESS_HELP = """\
+--headless: one JSON object a line on stdin, one answer a line on stdout
+(UTF-8), in order; logs go to <data dir>/workstation.log.
+
+  {"id": 1, "cmd": "login", "username": "wangfang", "password": "..."}
+  {"id": 1, "ok": true, "clerk": {...}, "mode": "online"}
+  {"id": 2, "cmd": "top_up", "card_no": "1000000008", "amount": "12.50"}
+  {"id": 2, "ok": true, "op_id": "01J...", "receipt_no": "...", "amount_fen": 1250,
+   "confirmed": true, "state": "confirmed", ...}
+  {"id": 3, "cmd": "top_up", "card_no": "1000000008", "amount": "12.345"}
+  {"id": 3, "ok": false, "code": "amount_too_many_decimals", "message_zh": "...",
+   "message_en": "..."}
+
+commands and their fields (money is text as a clerk types it, "12.50"; answers
+give integer fen):
+  login username password          logout
+  register name sex birth_date doc_type doc_no phone address
+  issue_card patient_id [amount] [method]      top_up card_no amount [method]
+  cancel_card card_no reason       search query [limit]
+  patient patient_id | card_no | doc_no        status
+  issues [all]                     resolve_issue issue_id [note]
+  sync [timeout]                   quit
+method: cash (default), bank_card, wechat, alipay. A committed action answers
+state "confirmed" (the server applied it), "provisional" (committed here, to
+be sent) or "refused" (the server refused it at once: see issues). Lines with
+"event" are unsolicited: ready, status (sync status changed), stopped.
+End of input, quit or SIGTERM stop the workstation in order.
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="workstation", description="Hospital window workstation")
+    parser = argparse.ArgumentParser(
+        prog="workstation",
+        description="Hospital window workstation",
+        epilog="`workstation run --headless` runs a workstation without its window, scripted "
+        "with JSON lines on stdin and stdout: `workstation run --help` describes the protocol.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
@@ -113,9 +151,21 @@ def main(argv: list[str] | None = None) -> None:
         help="where to keep the device token; 'file' only on a machine you control",
     )
 
-    run = sub.add_parser("run", help="open the workstation (after enroll)")
+    run = sub.add_parser(
+        "run",
+        help="open the workstation (after enroll); --headless: scripted, no window",
+        description="Open the workstation (after `workstation enroll`).",
+        epilog=HEADLESS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     run.add_argument("--lang", choices=["zh", "en"], default=None)
+    run.add_argument(
+        "--headless",
+        action="store_true",
+        help="no window: the same desk and sync engine, driven by JSON lines on stdin, "
+        "answering with JSON lines on stdout (below)",
+    )
 
     sub.add_parser(
         "commands", help="list every command a clerk can perform, with the roles that may"
@@ -320,7 +370,8 @@ def _enroll(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from workstation.app import make_app, run_app
+    """The enrolled workstation in this data directory: its window, or
+    (``--headless``) the protocol on stdin and stdout."""
     from workstation.builder import build_workstation
     from workstation.config import Settings
     from workstation.desk import DeskSettings
@@ -354,16 +405,44 @@ def _run(args: argparse.Namespace) -> None:
         ),
     )
     try:
-        run_app(
-            make_app(
-                station.desk,
-                cashier=station.cashier,
-                language=args.lang or settings.language or default_language(),
+        if args.headless:
+            _run_headless(station)
+        else:
+            from workstation.app import make_app, run_app
+
+            run_app(
+                make_app(
+                    station.desk,
+                    cashier=station.cashier,
+                    language=args.lang or settings.language or default_language(),
+                )
             )
-        )
     finally:
         station.store.close()
         stop_logging()
+
+
+def _run_headless(station: Workstation) -> None:
+    """Serve the protocol on stdin and stdout. Stdout is the protocol's alone:
+    the protocol writes to a copy of it, and whatever else would print there
+    (a library, a stray warning) goes to stderr instead."""
+    import os
+
+    from workstation.headless import run_headless
+    from workstation.heap import settle_heap
+
+    sys.stdout.flush()
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", newline="\n")
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    settle_heap()
+    try:
+        run_headless(station, input_fd=sys.stdin.fileno(), output=protocol)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        with contextlib.suppress(OSError):  # the reader may be gone
+            protocol.close()
 
 
 if __name__ == "__main__":
