@@ -512,6 +512,52 @@ class LocalStore:
                 ),
             )
 
+    def number_blocks_held(self) -> list[Lease]:
+        """This workstation's number blocks, to tell the server again after it
+        was restored from a backup (it may have forgotten some)."""
+        with self.read() as conn:
+            rows = conn.execute(
+                "SELECT lease_id, kind, resource, device_id, granted_at, first, last "
+                "FROM leases WHERE kind = ? AND device_id = ? AND returned_at IS NULL "
+                "ORDER BY granted_at, lease_id",
+                (NUMBER_BLOCK, self.device_id),
+            ).fetchall()
+        return [
+            Lease(
+                lease_id=r[0],
+                kind=r[1],
+                resource=r[2],
+                device_id=r[3],
+                granted_at=r[4],
+                first=r[5],
+                last=r[6],
+            )
+            for r in rows
+        ]
+
+    def newest_lease(self) -> str | None:
+        """The id of the last lease the server granted this workstation: a
+        server that does not know it was restored from a backup."""
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT lease_id FROM leases WHERE device_id = ? AND returned_at IS NULL "
+                "ORDER BY granted_at DESC, lease_id DESC LIMIT 1",
+                (self.device_id,),
+            ).fetchone()
+        return row[0] if row is not None else None
+
+    def stop_using(self, lease_ids: list[str]) -> None:
+        """Blocks the server holds to be another's (granted again after a
+        restore): no number of them is handed out from now on."""
+        now = self.clock().isoformat(timespec="seconds")
+        with self.transaction():
+            for lease_id in lease_ids:
+                self.conn.execute(
+                    "UPDATE leases SET next = last + 1, returned_at = ? WHERE lease_id = ?",
+                    (now, lease_id),
+                )
+                self._changed("leases", lease_id)
+
     # -- number blocks: leases of kind number_block ------------------------------
 
     def numbers_left(self, series: Series) -> int:

@@ -31,6 +31,8 @@ from sync.protocol import (
     ErrorBody,
     LeaseGrant,
     LeaseRequest,
+    LeasesHeld,
+    LeasesKept,
     LoginRequest,
     LoginResponse,
     NumberBlockRequest,
@@ -44,11 +46,11 @@ from sync.protocol import (
 from .auth import AuthError, AuthService, Device, Session
 from .checkpoint import WalCheckpointer
 from .db import is_sqlite, make_engine, utc_now
-from .leases import LeaseRefused, grant_lease
+from .leases import HighWater, LeaseRefused, grant_lease, reassert_leases
 from .migrate import check_schema
 from .migrate import migrate as migrate_schema
 from .snapshots import SnapshotImages, image_chunks
-from .sync_service import ServerBehind, SyncService
+from .sync_service import EpochChanged, ServerBehind, SyncService
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,11 @@ def create_app(
     auth = AuthService(engine)
     sync = SyncService(engine)
     images = SnapshotImages(engine, snapshot_dir)
+    # beside the replica images, outside the database: survives its restore.
+    # On PostgreSQL only with a --snapshot-dir of the site's (the default is a
+    # temporary directory of this process, which would survive nothing)
+    lasting = snapshot_dir is not None or is_sqlite(engine)
+    high_water = HighWater(images.directory / "number-high-water.json" if lasting else None)
 
     app = FastAPI(
         title="Hospital window central server",
@@ -229,7 +236,9 @@ def create_app(
         auth.record(session.clerk_id, session.device_id, "logout", session.username, "ok")
 
     def granted(session: Session, kind: str, resource: str, count: int) -> Lease:
-        lease = grant_lease(engine, session.device_id, kind, resource, count, session.clerk_id)
+        lease = grant_lease(
+            engine, session.device_id, kind, resource, count, session.clerk_id, high_water
+        )
         what = (
             f"{lease.first}-{lease.last}"
             if lease.first is not None
@@ -256,6 +265,23 @@ def create_app(
         except LeaseRefused as exc:
             return _error(exc.status, exc.code, exc.zh, exc.en)
 
+    @app.post("/leases/held", response_model=LeasesKept)
+    def leases_held(body: LeasesHeld, session: Annotated[Session, Depends(session_of)]) -> Any:
+        """The number blocks this workstation holds, told again after a restore
+        from a backup: those the server forgot are recorded again (and their
+        series' counter moved past them) unless they overlap another's."""
+        held = [grant.lease() for grant in body.leases]
+        kept, refused = reassert_leases(engine, session.device_id, held, high_water)
+        auth.record(
+            session.clerk_id,
+            session.device_id,
+            "leases_held",
+            f"{len(kept)} kept, {len(refused)} refused",
+            "refused" if refused else "ok",
+            ",".join(refused)[:2000] or None,
+        )
+        return LeasesKept(kept=kept, refused=refused)
+
     @app.post("/leases/numbers", response_model=NumberBlockResponse, deprecated=True)
     def lease_numbers(
         body: NumberBlockRequest, session: Annotated[Session, Depends(session_of)]
@@ -275,7 +301,38 @@ def create_app(
         )
 
     @app.post("/sync/push", response_model=PushResponse)
-    def push(body: PushRequest, session: Annotated[Session, Depends(session_of)]) -> Response:
+    def push(
+        body: PushRequest,
+        session: Annotated[Session, Depends(session_of)],
+        replica_epoch: Annotated[str | None, Header(alias="X-Replica-Epoch", max_length=64)] = None,
+        replica_cursor: Annotated[
+            int | None, Header(alias="X-Replica-Cursor", ge=0, le=2**62)
+        ] = None,
+        change_mark: Annotated[
+            str | None, Header(alias=MARK_HEADER, pattern="^[0-9a-f]{16}$")
+        ] = None,
+        replica_confirmed: Annotated[
+            int | None, Header(alias="X-Replica-Confirmed", ge=0, le=2**62)
+        ] = None,
+        newest_lease: Annotated[str | None, Header(alias="X-Newest-Lease", max_length=40)] = None,
+    ) -> Response:
+        if replica_epoch is not None and replica_cursor is not None:
+            # the replica the ops come from is of this epoch and not ahead of
+            # this server: else the workstation reloads first (nothing applied)
+            try:
+                sync.verify(
+                    session.device_id,
+                    replica_cursor,
+                    change_mark,
+                    replica_confirmed,
+                    replica_epoch,
+                    newest_lease,
+                )
+            except ServerBehind as behind:
+                sync.audit_behind(session.device_id, session.clerk_id, behind.found)
+                return _error(409, behind.code, behind.zh, behind.en, behind.found)
+            except EpochChanged as changed:
+                return _error(409, changed.code, changed.zh, changed.en, changed.found)
         answer = sync.push(session.device_id, session.clerk_id, body)
         # serialised once, here: returned as a model, FastAPI would validate the
         # up-to-500 results again before serialising them

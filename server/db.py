@@ -13,6 +13,7 @@ needs a new revision.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from datetime import UTC, datetime
@@ -286,17 +287,26 @@ def save_policy(engine: Engine, policy: Policy) -> None:
 
 def start_new_epoch(engine: Engine) -> str:
     """After restoring the database from a backup: workstations see a new epoch,
-    re-bootstrap and push again what the backup lost. Number counters jump a
-    million forward, as a restored counter may be behind numbers handed out."""
+    re-bootstrap, tell their number blocks again and push again what the
+    backup lost. Number counters jump forward, as a restored counter may be
+    behind numbers handed out: by one to ten million, drawn from the new
+    epoch, so that two restores of one backup do not jump to the same place
+    (blocks granted after each would collide)."""
     epoch = new_epoch()
     with writer(engine) as conn, conn.begin():
         conn.execute(update(meta).where(meta.c.key == "epoch").values(value=epoch))
         conn.execute(
             update(counters)
             .where(counters.c.name.like("series:%"))
-            .values(value=counters.c.value + 1_000_000)
+            .values(value=counters.c.value + epoch_jump(epoch))
         )
     return epoch
+
+
+def epoch_jump(epoch: str) -> int:
+    """How far the number counters jump at ``epoch``: 1,000,000 to 9,999,999."""
+    digest = hashlib.sha256(epoch.encode()).digest()
+    return 1_000_000 + int.from_bytes(digest[:8], "big") % 9_000_000
 
 
 def new_epoch() -> str:

@@ -8,13 +8,55 @@ collide and a block never restarts.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, insert, select, update
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, and_, insert, select, update
 from ulid import ULID
 
 from domain.leases import LEASE_KINDS, NUMBER_BLOCK, Lease
 from domain.numbers import SERIES_END, Series
 
 from .db import counters, leases, utc_now, writer
+
+
+class HighWater:
+    """Where each number series' counter has been, kept in a small file
+    outside the database (beside the replica images): a database restored
+    from a backup has counters behind numbers already handed out, and the
+    blocks granted from them would collide with blocks the workstations
+    hold. A grant starts at the higher of the two and moves both; a file
+    lock keeps several server processes in step. ``path=None``: no file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    @contextmanager
+    def held(self) -> Iterator[dict[str, int]]:
+        """The marks, locked; what the block leaves in the dict is written."""
+        if self.path is None:
+            yield {}
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                marks = json.loads(self.path.read_text()) if self.path.exists() else {}
+            except (OSError, ValueError):
+                marks = {}  # unreadable: the database's counters alone, as before
+            before = dict(marks)
+            yield marks
+            if marks != before:
+                fresh = self.path.with_suffix(".tmp")
+                with open(fresh, "w") as out:
+                    json.dump(marks, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(fresh, self.path)
 
 
 class LeaseRefused(Exception):
@@ -26,7 +68,13 @@ class LeaseRefused(Exception):
 
 
 def grant_lease(
-    engine: Engine, device_id: str, kind: str, resource: str, count: int, clerk_id: str | None
+    engine: Engine,
+    device_id: str,
+    kind: str,
+    resource: str,
+    count: int,
+    clerk_id: str | None,
+    high_water: HighWater | None = None,
 ) -> Lease:
     """Grant ``count`` of ``resource`` of lease ``kind`` to ``device_id``."""
     lease_kind = LEASE_KINDS.get(kind)
@@ -55,20 +103,25 @@ def grant_lease(
             "该类别暂不发放。",
             "Leases of this kind are not granted yet.",
         )
-    return grant_number_block(engine, Series(resource), count, device_id, clerk_id)
+    return grant_number_block(engine, Series(resource), count, device_id, clerk_id, high_water)
 
 
 def grant_number_block(
-    engine: Engine, series: Series, count: int, device_id: str, clerk_id: str | None
+    engine: Engine,
+    series: Series,
+    count: int,
+    device_id: str,
+    clerk_id: str | None,
+    high_water: HighWater | None = None,
 ) -> Lease:
     """A block of ``count`` numbers of ``series`` for ``device_id`` (no limit
     per request: the demo's and the benchmark's seeding use it directly)."""
     name = f"series:{series.value}"
-    with writer(engine) as conn, conn.begin():
+    with (high_water or HighWater(None)).held() as marks, writer(engine) as conn, conn.begin():
         query = select(counters.c.value).where(counters.c.name == name)
         if conn.dialect.name != "sqlite":
             query = query.with_for_update()
-        first = int(conn.execute(query).scalar_one())
+        first = max(int(conn.execute(query).scalar_one()), marks.get(name, 0))
         last = first + count - 1
         if last > SERIES_END[series]:
             raise LeaseRefused(
@@ -78,6 +131,7 @@ def grant_number_block(
                 "This number series is exhausted; call IT.",
             )
         conn.execute(update(counters).where(counters.c.name == name).values(value=last + 1))
+        marks[name] = last + 1
         lease = Lease(
             lease_id=str(ULID()),
             kind=NUMBER_BLOCK,
@@ -100,3 +154,76 @@ def grant_number_block(
             )
         )
     return lease
+
+
+def reassert_leases(
+    engine: Engine, device_id: str, held: list[Lease], high_water: HighWater | None = None
+) -> tuple[list[str], list[str]]:
+    """A workstation's number blocks, told again after the server was restored
+    from a backup (which may have forgotten blocks it granted since). Each one
+    the server does not know is recorded again, and its series' counter moved
+    past it, unless it overlaps a block the server holds (granted again since
+    the restore: a true collision, which the workstation stops using). Returns
+    (kept, refused) lease ids."""
+    kept: list[str] = []
+    refused: list[str] = []
+    with (high_water or HighWater(None)).held() as marks, writer(engine) as conn, conn.begin():
+        for lease in held:
+            if (
+                lease.kind != NUMBER_BLOCK
+                or lease.device_id != device_id
+                or lease.resource not in {s.value for s in Series}
+                or lease.first is None
+                or lease.last is None
+                or not 0 < lease.first <= lease.last <= SERIES_END[Series(lease.resource)]
+                or lease.last - lease.first >= LEASE_KINDS[NUMBER_BLOCK].most_at_once
+            ):
+                refused.append(lease.lease_id)
+                continue
+            known = conn.execute(
+                select(leases.c.device_id, leases.c.first, leases.c.last).where(
+                    leases.c.lease_id == lease.lease_id
+                )
+            ).first()
+            if known is not None:
+                same = tuple(known) == (device_id, lease.first, lease.last)
+                (kept if same else refused).append(lease.lease_id)
+                continue
+            overlap = conn.execute(
+                select(leases.c.lease_id)
+                .where(
+                    and_(
+                        leases.c.kind == NUMBER_BLOCK,
+                        leases.c.resource == lease.resource,
+                        leases.c.first <= lease.last,
+                        leases.c.last >= lease.first,
+                    )
+                )
+                .limit(1)
+            ).first()
+            if overlap is not None:
+                refused.append(lease.lease_id)
+                continue
+            conn.execute(
+                insert(leases).values(
+                    lease_id=lease.lease_id,
+                    kind=NUMBER_BLOCK,
+                    resource=lease.resource,
+                    device_id=device_id,
+                    first=lease.first,
+                    last=lease.last,
+                    granted_at=lease.granted_at,
+                    granted_by=None,
+                )
+            )
+            name = f"series:{lease.resource}"
+            query = select(counters.c.value).where(counters.c.name == name)
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            if int(conn.execute(query).scalar_one()) <= lease.last:
+                conn.execute(
+                    update(counters).where(counters.c.name == name).values(value=lease.last + 1)
+                )
+            marks[name] = max(marks.get(name, 0), lease.last + 1)
+            kept.append(lease.lease_id)
+    return kept, refused

@@ -30,6 +30,7 @@ from domain.operation import Operation
 from domain.rows import Row
 from domain.state import Actor, OpContext
 from sync.protocol import (
+    EPOCH_CHANGED,
     SERVER_BEHIND,
     Change,
     OpResult,
@@ -50,6 +51,7 @@ from .db import (
     clerks,
     counters,
     is_sqlite,
+    leases,
     load_policy,
     meta,
     ops,
@@ -119,6 +121,18 @@ class ServerBehind(Exception):
         "The central server's data is older than this workstation's (restored from a "
         "backup?): this workstation loads the data again and sends its work again."
     )
+
+    def __init__(self, found: dict[str, Any]) -> None:
+        super().__init__(self.en)
+        self.found = found
+
+
+class EpochChanged(Exception):
+    """A push from a workstation of an earlier epoch (before a restore)."""
+
+    code = EPOCH_CHANGED
+    zh = "中心服务器已从备份恢复，本机将重新加载数据后再上传。"
+    en = "The central server was restored from a backup: this workstation loads the data again first."
 
     def __init__(self, found: dict[str, Any]) -> None:
         super().__init__(self.en)
@@ -489,6 +503,43 @@ class SyncService:
             device_last_seq=device_last_seq,
             server_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
+
+    def verify(
+        self,
+        device_id: str,
+        cursor: int,
+        mark: str | None,
+        confirmed: int | None,
+        epoch: str,
+        newest_lease: str | None = None,
+    ) -> None:
+        """Before a push: the device's replica is of this server's epoch and
+        not ahead of it. Raises EpochChanged or ServerBehind: the workstation
+        loads the data again (and tells its number blocks again) before it
+        pushes, so that no operation is refused for what a restore forgot."""
+        with self.engine.connect() as conn:
+            ours = str(conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one())
+            if epoch != ours:
+                raise EpochChanged({"epoch": ours})
+            head = int(
+                conn.execute(
+                    select(counters.c.value).where(counters.c.name == CHANGE_SEQ)
+                ).scalar_one()
+            )
+            behind = self._behind(conn, device_id, cursor, head, mark, confirmed)
+            if behind is None and newest_lease is not None:
+                granted = conn.execute(
+                    select(leases.c.device_id).where(leases.c.lease_id == newest_lease)
+                ).scalar()
+                if granted != device_id:  # a lease this server has no record of granting
+                    behind = {
+                        "cursor": cursor,
+                        "head": head,
+                        "device_last_seq": self.device_last_seq(conn, device_id),
+                        "reason": "lease_lost",
+                    }
+        if behind is not None:
+            raise ServerBehind(behind)
 
     def _behind(
         self,

@@ -10,6 +10,7 @@ a clear message for the clerk).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -18,12 +19,18 @@ from pydantic import BaseModel, ValidationError
 from domain.leases import Lease
 
 from .protocol import (
+    CONFIRMED_HEADER,
+    CURSOR_HEADER,
     DEVICE_HEADER,
+    EPOCH_HEADER,
+    LEASE_HEADER,
     MARK_HEADER,
     EnrollRequest,
     EnrollResponse,
     LeaseGrant,
     LeaseRequest,
+    LeasesHeld,
+    LeasesKept,
     LoginRequest,
     LoginResponse,
     PullResponse,
@@ -33,6 +40,29 @@ from .protocol import (
 )
 
 T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ReplicaMark:
+    """Where a workstation's replica stands: sent with each push."""
+
+    epoch: str
+    cursor: int
+    mark: str | None
+    confirmed: int
+    newest_lease: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            EPOCH_HEADER: self.epoch,
+            CURSOR_HEADER: str(self.cursor),
+            CONFIRMED_HEADER: str(self.confirmed),
+        }
+        if self.mark:
+            headers[MARK_HEADER] = self.mark
+        if self.newest_lease:
+            headers[LEASE_HEADER] = self.newest_lease
+        return headers
 
 
 class SyncError(Exception):
@@ -99,9 +129,14 @@ class SyncClient:
         return headers
 
     async def _request(
-        self, method: str, path: str, json_body: bool = False, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        json_body: bool = False,
+        extra_headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
-        headers = self._headers()
+        headers = self._headers() | (extra_headers or {})
         if json_body:
             headers["Content-Type"] = "application/json"
         try:
@@ -159,7 +194,10 @@ class SyncClient:
         grant = await self._call("POST", "/leases", LeaseGrant, json=body)
         return grant.lease()
 
-    async def push(self, request: PushRequest) -> PushResponse:
+    async def push(self, request: PushRequest, replica: ReplicaMark | None = None) -> PushResponse:
+        """Push operations. With ``replica`` (where this workstation's replica
+        stands), a server of another epoch or behind the replica refuses with
+        ``epoch_changed`` or ``server_behind`` before applying anything."""
         return await self._call(
             "POST",
             "/sync/push",
@@ -167,7 +205,13 @@ class SyncClient:
             # what is as by default (withdrawn: false) is left out: fewer bytes a push
             content=request.model_dump_json(exclude_defaults=True).encode(),
             json_body=True,
+            extra_headers=replica.headers() if replica is not None else None,
         )
+
+    async def leases_held(self, held: list[Lease]) -> LeasesKept:
+        """Tell the server again the number blocks this workstation holds."""
+        body = LeasesHeld(leases=[LeaseGrant.of(lease) for lease in held]).model_dump()
+        return await self._call("POST", "/leases/held", LeasesKept, json=body)
 
     async def pull(
         self,

@@ -29,8 +29,9 @@ from domain.numbers import Series
 from local_db.image import SCHEMA_ID
 from local_db.store import LocalStore, OutboxEntry, ServerResult
 
-from .client import Offline, Refused, SyncClient, SyncError, Unauthorised
+from .client import Offline, Refused, ReplicaMark, SyncClient, SyncError, Unauthorised
 from .protocol import (
+    EPOCH_CHANGED,
     MAX_BODY_BYTES,
     MAX_OPS_PER_PUSH,
     PULL_LIMIT_MAX,
@@ -407,7 +408,23 @@ class SyncEngine:
 
     # -- push ----------------------------------------------------------------
 
+    async def _replica_mark(self) -> ReplicaMark | None:
+        def read() -> ReplicaMark | None:
+            epoch = self.store.get_meta("epoch")
+            if epoch is None:
+                return None
+            return ReplicaMark(
+                epoch=epoch,
+                cursor=int(self.store.get_meta("cursor", "0") or 0),
+                mark=self.store.get_meta("cursor_mark"),
+                confirmed=int(self.store.get_meta("device_last_seq", "0") or 0),
+                newest_lease=self.store.newest_lease(),
+            )
+
+        return await asyncio.to_thread(read)
+
     async def _push_all(self, report: SyncReport) -> None:
+        reloaded = False
         while True:
             batch = await asyncio.to_thread(self.store.ops_to_push, self.push_batch)
             if not batch:
@@ -418,7 +435,17 @@ class SyncEngine:
                 ops=[entry.op for entry in batch],
             )
             try:
-                answer = await self.client.push(request)
+                answer = await self.client.push(request, await self._replica_mark())
+            except Refused as exc:
+                if exc.code not in (EPOCH_CHANGED, SERVER_BEHIND) or reloaded:
+                    raise
+                # the server was restored from a backup: load the data again and
+                # tell it our number blocks before anything is pushed, so that no
+                # op is refused for a block the restore forgot
+                cursor = int(await asyncio.to_thread(self.store.get_meta, "cursor", "0") or 0)
+                await self._reload(cursor, exc.detail or {}, restored=exc.code == SERVER_BEHIND)
+                report.bootstrapped = reloaded = True
+                continue
             except SyncError:
                 # answered ops count their attempt in record_results; these were not answered
                 await asyncio.to_thread(
@@ -505,18 +532,20 @@ class SyncEngine:
             except Refused as exc:
                 if exc.code != SERVER_BEHIND:
                     raise
-                await self._recover_from_restore(cursor, exc.detail or {})
+                await self._reload(cursor, exc.detail or {}, restored=True)
                 report.bootstrapped = True
                 return
             if epoch is not None and page.epoch != epoch:
                 log.warning("server epoch changed (%s -> %s): re-bootstrapping", epoch, page.epoch)
-                await self.bootstrap()
+                await self._reload(cursor, {}, restored=False)
                 report.bootstrapped = True
                 return
             if page.head < cursor or page.device_last_seq < confirmed:
                 # a server that does not check marks: the same signs, seen here
-                await self._recover_from_restore(
-                    cursor, {"head": page.head, "device_last_seq": page.device_last_seq}
+                await self._reload(
+                    cursor,
+                    {"head": page.head, "device_last_seq": page.device_last_seq},
+                    restored=True,
                 )
                 report.bootstrapped = True
                 return
@@ -535,18 +564,30 @@ class SyncEngine:
             if not page.has_more:
                 return
 
-    async def _recover_from_restore(self, cursor: int, found: dict[str, Any]) -> None:
-        """The server is behind this replica: restored from a backup and nobody
-        started a new epoch. Recover as after a new epoch (load the data again,
-        send again what the restore lost), and leave a Sync issue saying so."""
-        log.warning("the server is behind this replica (%s): re-bootstrapping", found)
-        await asyncio.to_thread(
-            self.store.note_server_restored,
-            int(found.get("head", 0)),
-            cursor,
-            int(found.get("device_last_seq", 0)),
-        )
+    async def _reload(self, cursor: int, found: dict[str, Any], *, restored: bool) -> None:
+        """The server was restored from a backup: with a new epoch, or
+        (``restored``) without one, found behind this replica. Recover the same
+        way: load the data again (the outbox is kept and sent again), then tell
+        the server the number blocks this workstation holds, which it may have
+        forgotten. A restore found behind leaves a Sync issue saying so."""
+        if restored:
+            log.warning("the server is behind this replica (%s): re-bootstrapping", found)
+            await asyncio.to_thread(
+                self.store.note_server_restored,
+                int(found.get("head", 0)),
+                cursor,
+                int(found.get("device_last_seq", 0)),
+            )
         await self.bootstrap()
+        held = await asyncio.to_thread(self.store.number_blocks_held)
+        if not held:
+            return
+        answer = await self.client.leases_held(held)
+        if answer.refused:
+            # granted again to another since the restore: stop using them; an op
+            # already made with one of their numbers is refused and shown
+            log.warning("number blocks held by another since the restore: %s", answer.refused)
+            await asyncio.to_thread(self.store.stop_using, answer.refused)
 
     # -- bootstrap -----------------------------------------------------------
 

@@ -90,6 +90,13 @@ def entry_mark(chain: int | None, table: str, key: str, row_text: str | None) ->
 
 MARK_HEADER = "X-Change-Mark"
 SERVER_BEHIND = "server_behind"
+EPOCH_CHANGED = "epoch_changed"
+# what a push says of the replica it comes from (headers, which a server of
+# release 0.1 ignores; and X-Change-Mark): checked before anything is applied
+EPOCH_HEADER = "X-Replica-Epoch"
+CURSOR_HEADER = "X-Replica-Cursor"
+CONFIRMED_HEADER = "X-Replica-Confirmed"
+LEASE_HEADER = "X-Newest-Lease"  # the newest lease the workstation holds
 
 
 class PullResponse(_Model):
@@ -191,6 +198,18 @@ class LeaseGrant(_Model):
             quantity=lease.quantity,
             expires_at=lease.expires_at,
         )
+
+
+class LeasesHeld(_Model):
+    """``POST /leases/held``: the number blocks a workstation holds, told again
+    after the server was restored from a backup."""
+
+    leases: list[LeaseGrant] = Field(max_length=5_000)
+
+
+class LeasesKept(_Model):
+    kept: list[str]
+    refused: list[str] = Field(description="blocks that overlap another's: not to be used")
 
 
 class NumberBlockRequest(_Model):

@@ -22,7 +22,7 @@ from local_db.image import SCHEMA_ID, build_image
 from local_db.pinyin import readings
 from local_db.store import LocalStore
 from server.bulk import bulk_load
-from server.db import audit, change_log, ops, start_new_epoch, transfers
+from server.db import audit, change_log, leases, ops, start_new_epoch, transfers
 from server.snapshots import SnapshotImages
 from sync.client import ServerBusy
 from sync.protocol import DEVICE_HEADER
@@ -521,4 +521,84 @@ async def test_a_restore_the_log_has_grown_past_is_noticed_by_its_changes(
     assert replica_rows(a.store) == server_rows(central)  # c's patients are there
     for station in (a, b, c):
         await station.close()
+    central.close()
+
+
+@pytest.mark.parametrize("new_epoch", [True, False])
+async def test_a_number_block_the_restore_forgot_is_told_again_before_anything_is_pushed(
+    tmp_path: Path, new_epoch: bool
+) -> None:
+    """A block of receipt numbers leased after the backup, used offline: the
+    restored server does not know it. The push meets a server of another
+    epoch (or behind the replica) and is refused before anything is applied;
+    the workstation loads the data again, tells its blocks again, and the
+    top-up goes through, its receipt number its own."""
+    db, backup = tmp_path / "central.db", tmp_path / "backup.db"
+    central = Central(f"sqlite:///{db}")
+    station = await cashier_station(central, tmp_path)
+    reg = await station.register(ZHANG)
+    card = await station.issue_card(reg.patient_id, "50", "cash")
+    await station.engine.sync_once()
+    central.engine.dispose()
+    back_up(db, backup)
+
+    old = [b.lease_id for b in station.store.number_blocks_held() if b.resource == "receipt"]
+    block = await station.client.lease("number_block", "receipt", 10)
+    station.store.add_lease(block)
+    station.store.stop_using(old)  # the next receipt comes from the new block
+    station.offline()
+    top_up = await station.top_up(card.card_no, "100", "cash")
+    assert top_up.receipt is not None
+    receipt_no = top_up.receipt.receipt_no
+
+    central.engine.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, db)
+    if new_epoch:
+        start_new_epoch(central.engine)
+    station.online()
+    report = await station.engine.sync_once()
+    assert report.bootstrapped and report.rejected == 0
+    await station.engine.sync_once()
+    state, answer = station.store.op_answer(top_up.op_id)
+    assert state == "confirmed" and answer is not None and answer["status"] == "applied"
+    # nothing refused; a restore found without a new epoch is said, once
+    kinds = [i["kind"] for i in station.desk.issues()]
+    assert kinds == ([] if new_epoch else ["server_restored"])
+    with central.engine.connect() as conn:
+        got = conn.execute(select(transfers.c.receipt_no).where(transfers.c.op_id == top_up.op_id))
+        assert [r[0] for r in got] == [receipt_no]
+        held = conn.execute(select(leases.c.device_id).where(leases.c.lease_id == block.lease_id))
+        assert [r[0] for r in held] == [station.store.device_id]
+    await station.close()
+    central.close()
+
+
+async def test_numbers_granted_after_a_restore_do_not_collide_with_blocks_it_forgot(
+    tmp_path: Path,
+) -> None:
+    """The counters live in the database, which the restore took back; where
+    they have been is kept beside the replica images too, so a block granted
+    after the restore starts past every block granted before it."""
+    db, backup = tmp_path / "central.db", tmp_path / "backup.db"
+    central = Central(f"sqlite:///{db}")
+    a = await cashier_station(central, tmp_path)
+    central.engine.dispose()
+    back_up(db, backup)
+    forgotten = await a.client.lease("number_block", "receipt", 10)
+    central.engine.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, db)  # no new epoch; nobody has noticed yet
+    b = Station(central, tmp_path / "b", "b")
+    await b.enroll_and_login("cash")
+    await b.client.lease("number_block", "receipt", 10)
+    blocks = [x for x in b.store.number_blocks_held() if x.resource == "receipt"]
+    blocks.append(await b.client.lease("number_block", "receipt", 10))
+    assert forgotten.first is not None and forgotten.last is not None
+    for block in blocks:  # b's first block (at its enrolment) and the one asked for
+        assert block.first is not None and block.first > forgotten.last
+    await a.close()
+    await b.close()
     central.close()

@@ -44,13 +44,16 @@ def test_a_seed_replays_exactly() -> None:
     assert first.faults == again.faults
 
 
-@pytest.mark.parametrize(
-    ("plant", "seed"),
-    [("no_resend_after_restore", 1), ("refusals_not_withdrawn", 19)],
-)
-def test_the_checks_catch_a_planted_bug(
-    plant: str, seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+# seeds that caught each plant when it was written; any one of them failing
+# is the simulation catching it (a change of the mix may move it to another)
+PLANTS = {
+    "no_resend_after_restore": (1, 2, 3, 5, 6),
+    "refusals_not_withdrawn": (25, 1, 93, 108, 119),
+}
+
+
+@pytest.mark.parametrize("plant", sorted(PLANTS))
+def test_the_checks_catch_a_planted_bug(plant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Take back a fix of issue 11, item 3: the simulation finds it."""
 
     def no_resend(self: LocalStore, client_seq: int) -> int:
@@ -65,8 +68,12 @@ def test_the_checks_catch_a_planted_bug(
             ).rowcount
         )
 
+    seeds = PLANTS[plant]
+    assert run_seed(seeds[0]).violations == []
     planted = no_resend if plant == "no_resend_after_restore" else resend_applied_only
-    assert run_seed(seed).violations == []
     monkeypatch.setattr(LocalStore, "_resend_from", planted)
-    violations = run_seed(seed).violations
-    assert any(v.startswith("op never reached the server") for v in violations), violations
+    for seed in seeds:
+        violations = run_seed(seed).violations
+        if any(v.startswith("op never reached the server") for v in violations):
+            return
+    pytest.fail(f"no seed of {seeds} caught the planted bug {plant}")

@@ -17,7 +17,7 @@ from domain.patients.register import RegisterPatient
 from domain.state import Policy
 from local_db.store import OutboxEntry
 from server.db import patients, save_policy, transfers
-from sync.client import Offline
+from sync.client import Offline, ReplicaMark
 from sync.engine import SyncEngine, SyncStatus, wire_bytes_bound, within_bytes
 from sync.protocol import PushRequest, PushResponse
 from tests.harness import (
@@ -203,10 +203,10 @@ async def test_large_ops_are_pushed_in_several_requests_all_applied(
     sent: list[int] = []
     push = station.client.push
 
-    async def counted(request: PushRequest) -> PushResponse:
+    async def counted(request: PushRequest, replica: ReplicaMark | None = None) -> PushResponse:
         sent.append(len(request.ops))
         assert len(request.ops) == 1 or len(request.model_dump_json()) <= station.engine.push_bytes
-        return await push(request)
+        return await push(request, replica)
 
     station.client.push = counted  # type: ignore[method-assign]
     pending = station.store.ops_to_push(10)
