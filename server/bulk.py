@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from sqlalchemy import Engine, insert, select, update
 
 from domain.rows import Row
-from sync.protocol import next_chain
+from sync.protocol import new_nonce
 
-from .db import CHANGE_SEQ, REPLICATED, chain_at, change_log, counters, is_sqlite, writer
+from .db import CHANGE_SEQ, REPLICATED, change_log, counters, is_sqlite, writer
 
 BATCH = 5_000
 
@@ -29,7 +29,6 @@ def bulk_load(engine: Engine, rows: Iterable[Row], batch_size: int = BATCH) -> i
         if not is_sqlite(conn):
             query = query.with_for_update()
         head = int(conn.execute(query).scalar_one())
-        link = chain_at(conn, head)
         pending: dict[str, list[dict[str, object]]] = {}
         log: list[dict[str, object]] = []
 
@@ -47,7 +46,6 @@ def bulk_load(engine: Engine, rows: Iterable[Row], batch_size: int = BATCH) -> i
             head += 1
             pending.setdefault(row.table, []).append(values)
             text = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-            link = next_chain(link, row.table, row.key_value, text)
             log.append(
                 {
                     "seq": head,
@@ -55,7 +53,7 @@ def bulk_load(engine: Engine, rows: Iterable[Row], batch_size: int = BATCH) -> i
                     "row_key": row.key_value,
                     "row": text,
                     "op_id": None,
-                    "chain": link,
+                    "nonce": new_nonce(),
                 }
             )
             count += 1

@@ -144,9 +144,9 @@ change_log = Table(
     Column("row_key", String(64), nullable=False),
     Column("row", Text),  # JSON; NULL for a deletion
     Column("op_id", String(40)),
-    # sync.protocol.next_chain of the entry before and this one: equal links,
-    # equal histories (NULL for entries written before release 0.2)
-    Column("chain", BigInteger),
+    # random (sync.protocol.new_nonce): equal at a cursor, equal histories up
+    # to it (NULL for entries written before release 0.2)
+    Column("nonce", BigInteger),
 )
 
 # Named counters; the change-log head is the one every write locks, which
@@ -200,15 +200,6 @@ audit = Table(
 )
 
 CHANGE_SEQ = "change_seq"
-
-
-def chain_at(conn: Connection, seq: int) -> int:
-    """The chain link of the change-log entry at ``seq`` (0 before the first
-    entry, or for one written before entries were chained)."""
-    if seq <= 0:
-        return 0
-    link = conn.execute(select(change_log.c.chain).where(change_log.c.seq == seq)).scalar()
-    return int(link or 0)
 
 
 def utc_now() -> str:

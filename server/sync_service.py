@@ -39,14 +39,13 @@ from sync.protocol import (
     PushResponse,
     SnapshotHeader,
     entry_mark,
-    next_chain,
+    new_nonce,
 )
 
 from .db import (
     CHANGE_SEQ,
     REPLICATED,
     audit,
-    chain_at,
     change_log,
     clerks,
     counters,
@@ -70,7 +69,7 @@ _INSERT_OP = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_CHANGE = (
-    "INSERT INTO change_log (seq, table_name, row_key, row, op_id, chain) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO change_log (seq, table_name, row_key, row, op_id, nonce) VALUES (?, ?, ?, ?, ?, ?)"
 )
 SNAPSHOT_BATCH = 5_000
 
@@ -99,17 +98,6 @@ def _parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
-
-
-def chained(conn: Connection, head: int, changes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Change-log entries ``(seq, table, key, row, op_id)`` following ``head``,
-    each with its chain link appended."""
-    link = chain_at(conn, head) if changes else 0
-    out = []
-    for entry in changes:
-        link = next_chain(link, entry[1], entry[2], entry[3])
-        out.append((*entry, link))
-    return out
 
 
 class ServerBehind(Exception):
@@ -191,7 +179,6 @@ class SyncService:
             return results
         with writer(self.engine) as conn, conn.begin():
             head = self._lock_head(conn)
-            first_head = head
             policy = load_policy(conn)
             last_seq = self.device_last_seq(conn, device_id)
             stored = {
@@ -281,7 +268,7 @@ class SyncService:
                 results.append(result)
                 last_seq = op.client_seq
             # the change log and the ops records of the whole batch, in this same transaction
-            sql.executemany(_INSERT_CHANGE, chained(conn, first_head, log_rows.changes))
+            sql.executemany(_INSERT_CHANGE, log_rows.changes)
             sql.executemany(_INSERT_OP, log_rows.ops)
             conn.execute(update(counters).where(counters.c.name == CHANGE_SEQ).values(value=head))
         return results
@@ -393,7 +380,9 @@ class SyncService:
         """The row, and its entry in the change log at ``seq``."""
         upsert, values_of = upsert_sql(type(row))
         sql.execute(upsert, values_of(row))
-        log_rows.changes.append((seq, row.table, row.key_value, row.model_dump_json(), op_id))
+        log_rows.changes.append(
+            (seq, row.table, row.key_value, row.model_dump_json(), op_id, new_nonce())
+        )
 
     def _lock_head(self, conn: Connection) -> int:
         query = select(counters.c.value).where(counters.c.name == CHANGE_SEQ)
@@ -482,7 +471,7 @@ class SyncService:
                 # a workstation without a mark (just loaded): the entry at its cursor
                 at = conn.execute(select(change_log).where(change_log.c.seq == next_cursor)).first()
             mark_here = (
-                entry_mark(at.chain, at.table_name, at.row_key, at.row) if at is not None else mark
+                entry_mark(at.nonce, at.table_name, at.row_key, at.row) if at is not None else mark
             )
         changes = [
             Change(
@@ -560,7 +549,7 @@ class SyncService:
         if mark and cursor > 0:
             at = conn.execute(select(change_log).where(change_log.c.seq == cursor)).first()
             here = (
-                entry_mark(at.chain, at.table_name, at.row_key, at.row) if at is not None else None
+                entry_mark(at.nonce, at.table_name, at.row_key, at.row) if at is not None else None
             )
             if here != mark:
                 return found | {"reason": "change_differs"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -63,28 +64,27 @@ class Change(_Model):
 
 
 def change_mark(table: str, key: str, row: Mapping[str, Any] | None) -> str:
-    """The fingerprint of a change-log entry written before entries were
-    chained (see ``next_chain``)."""
+    """The fingerprint of a change-log entry written before entries had a
+    nonce (see ``entry_mark``)."""
     text = json.dumps([table, key, row], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def next_chain(previous: int, table: str, key: str, row_text: str | None) -> int:
-    """A change-log entry's link in the chain: a hash of the one before it and
-    of this entry, so that equal links mean equal histories. A workstation
-    sends back the link at its cursor (as its mark) with each pull; a server
-    whose link there differs (restored from a backup, then written anew) is
-    behind the replica and says so (409 ``server_behind``) instead of serving
-    the rows after it. 63 bits, to fit a signed BIGINT."""
-    digest = hashlib.sha256(f"{previous}\x1f{table}\x1f{key}\x1f{row_text or ''}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+def new_nonce() -> int:
+    """A change-log entry's nonce: 63 random bits (a signed BIGINT)."""
+    return secrets.randbits(63)
 
 
-def entry_mark(chain: int | None, table: str, key: str, row_text: str | None) -> str:
-    """What a pull's ``X-Change-Mark`` says of an entry: its chain link, or
-    for an entry written before the chain, its fingerprint."""
-    if chain is not None:
-        return f"{chain:016x}"
+def entry_mark(nonce: int | None, table: str, key: str, row_text: str | None) -> str:
+    """What a pull's ``X-Change-Mark`` says of an entry, and a workstation
+    sends back: its nonce, or for an entry written before entries had one,
+    its fingerprint. A server restored from a backup holds a prefix of the
+    log the workstation pulled from: an equal mark at the cursor means an
+    equal history up to it; a missing entry or another mark (an entry
+    written anew since the restore) means the server is behind the replica
+    (409 ``server_behind``)."""
+    if nonce is not None:
+        return f"{nonce:016x}"
     return change_mark(table, key, json.loads(row_text) if row_text else None)
 
 

@@ -212,8 +212,8 @@ def test_a_database_of_0_1_0_is_stamped_then_upgraded(
         assert after.keys() == (before.keys() - {"number_blocks"}) | {"leases", "shifts"}
         assert blocks_as_leases(before["number_blocks"]) == after["leases"] != []
         assert after["shifts"] == []
-        # cards gained a column, empty so far; the change log its chain, which
-        # starts with the first entry written after the upgrade
+        # cards gained a column, empty so far; the change log its nonce, which
+        # entries written after the upgrade get
         for table, rows in before.items():
             if table == "number_blocks":
                 continue

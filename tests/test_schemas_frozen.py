@@ -28,7 +28,7 @@ REPLICA_MIGRATIONS = {
 CENTRAL_REVISIONS = {
     "0001_baseline.py": "1ba21be58eec22357663d8178affdbc0f149d81dd0bed8c54235b669b0636583",  # 0.1.0
     "0002_leases_and_shifts.py": "95f555ccbb8376c22f15a7e4a9f8f03f1e4573fee802e8cff2c1022078b83721",
-    "0003_change_chain.py": "8dfe9ddb82efeab563912aa9ab67cb6ec04d1be8cc51ec538fe5fc4c01858577",
+    "0003_change_nonce.py": "a12b970761ceb270d1b3a1dfd44d1c25bb75d93223e3733618b821d87de4c023",
 }
 
 
