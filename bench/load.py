@@ -46,7 +46,9 @@ import json
 import math
 import os
 import random
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -100,6 +102,7 @@ TOP_UP_FEN = (5_000, 10_000, 20_000, 30_000, 50_000, 100_000, 200_000)
 OUTAGE_HOURS = 8
 TARGET_OPS_PER_S = 2_000.0
 TARGET_P99_MS = 100.0
+PHASES = ("closed_1", "closed_10", "paced", "storm")
 # change-log rows an applied op writes, by kind
 ROWS_OF = {"open_shift": 1, "register_patient": 1, "issue_card": 2, "top_up": 1}
 
@@ -317,6 +320,14 @@ class PhaseStats:
             "errors": dict(self.errors),
             "cpu_cores": {k: round(v, 2) for k, v in self.cpu.items()},
         }
+        if self.ops and self.cpu:
+            # CPU time an op took (a steadier figure than ops/s on a shared machine)
+            core_s = {k: v * self.seconds for k, v in self.cpu.items()}
+            out["cpu_ms_per_op"] = {
+                k: round(core_s[k] * 1000 / self.ops, 3)
+                for k in ("server", "postgres_backends", "client")
+                if k in core_s
+            }
         if conf:
             out["confirm_ms"] = {f"p{q}": round(percentile(conf, q), 1) for q in (50, 95, 99)}
         if self.deadline and self.ended > self.deadline + 0.5:
@@ -417,6 +428,59 @@ class CpuMeter:
             out["postgres_backends"] = pg / wall
         out["other"] = max(0.0, (machine - server - pg - client) / wall)
         return out
+
+
+# where the server's time goes: each sample (a stack holding the GIL) counted
+# once, in the first of these its stack passes through, from the innermost
+# frame out (a push's SQL inside decide() counts as SQL)
+PROFILE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("database driver (statements, results)", ("psycopg/", "sqlite3", "pysqlite")),
+    ("SQLAlchemy (pool, connections, Core)", ("sqlalchemy/",)),
+    ("decide(): the rules", ("domain/",)),
+    ("push: parse, check, record, answer", ("server/sync_service.py", "server/raw.py")),
+    ("device and session check", ("server/auth.py",)),
+    ("pydantic", ("pydantic",)),
+    (
+        "HTTP, routing (uvicorn, Starlette, FastAPI)",
+        ("uvicorn/", "starlette/", "fastapi/", "httptools"),
+    ),
+    ("event loop, threads (asyncio, anyio)", ("asyncio/", "anyio/", "threading.py", "uvloop")),
+    ("logging", ("logging/",)),
+)
+
+
+def _file_of(frame: str) -> str:
+    return frame[frame.find("(") + 1 :]
+
+
+def profile_summary(stacks: Counter[str]) -> dict[str, Any]:
+    total = sum(stacks.values())
+    if not total:
+        return {"samples": 0, "lines": ["profile: no samples"]}
+    parts: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    for stack, count in stacks.items():
+        frames = stack.split(";")
+        leaves[re.sub(r":\d+\)$", ")", frames[-1]).replace(str(ROOT) + "/", "")] += count
+        for frame in reversed(frames):
+            found = next(
+                (name for name, marks in PROFILE_PARTS if any(m in _file_of(frame) for m in marks)),
+                None,
+            )
+            if found is not None:
+                parts[found] += count
+                break
+        else:
+            parts["other"] += count
+    share = {name: round(100 * n / total, 1) for name, n in parts.most_common()}
+    lines = [f"profile ({total:,} samples holding the GIL, all server processes):"]
+    lines += [f"  {pct:5.1f}%  {name}" for name, pct in share.items()]
+    lines += ["  busiest functions (own time):"]
+    lines += [
+        f"  {100 * n / total:5.1f}%  {re.sub(r' [(].*site-packages/', ' (', leaf)[:110]}"
+        for leaf, n in leaves.most_common(8)
+    ]
+    return {"samples": total, "parts_percent": share, "lines": lines}
 
 
 # -- the run -------------------------------------------------------------------
@@ -780,6 +844,7 @@ class Load:
     ) -> None:
         assert self.meter is not None
         say(f"\n== {stats.name}")
+        profilers = self.start_profiling(stats.name) if self.args.profile else []
         before = await asyncio.to_thread(self.meter.sample)
         stats.started = time.perf_counter()
         deadline = stats.started + seconds
@@ -789,6 +854,8 @@ class Load:
         stats.ended = time.perf_counter()
         after = await asyncio.to_thread(self.meter.sample)
         stats.cpu = self.meter.cores(before, after)
+        if profilers:
+            stats.notes["profile"] = await asyncio.to_thread(self.stop_profiling, profilers)
         late = sum(ws.built_late for ws in self.stations)
         if late:
             stats.notes["ops_made_during_phase"] = late
@@ -802,6 +869,48 @@ class Load:
         )
         if stats.errors:
             say(f"  errors/retries: {dict(stats.errors)}")
+        if "cpu_ms_per_op" in s:
+            say(f"  cpu ms an op: {s['cpu_ms_per_op']}")
+        for line in stats.notes.get("profile", {}).get("lines", []):
+            say(f"  {line}")
+
+    # -- where the server's time goes (py-spy) -----------------------------------------
+
+    def start_profiling(self, phase: str) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        assert self.server is not None
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists():
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        started = []
+        for pid in sorted(_descendants(self.server.pid)):
+            out = self.run_dir / f"profile-{phase}-{pid}.txt"
+            command = [str(spy), "record", "--pid", str(pid), "--gil", "--nonblocking"]
+            command += ["--rate", "200", "--format", "raw", "--output", str(out)]
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            started.append((process, out))
+        return started
+
+    def stop_profiling(
+        self, profilers: list[tuple[subprocess.Popen[bytes], Path]]
+    ) -> dict[str, Any]:
+        """Stop the samplers; where the server's Python time went (the thread
+        holding the GIL, all processes together)."""
+        for process, _ in profilers:
+            process.send_signal(signal.SIGINT)
+        for process, _ in profilers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        stacks: Counter[str] = Counter()
+        for _, out in profilers:
+            if out.exists():
+                for line in out.read_text().splitlines():
+                    stack, _, count = line.rpartition(" ")
+                    stacks[stack] += int(count)
+        return profile_summary(stacks)
 
     # -- checking ------------------------------------------------------------------
 
@@ -928,13 +1037,18 @@ class Load:
         try:
             await self.enroll()
             half = a.seconds / 2
-            one = await self.closed("closed_1", 1, half, a.closed_pushes_per_s)
-            self.phases.append(one)
-            # ten a push: make ahead for three times the ops/s of one a push
-            expect = 3 * one.ops / max(one.seconds, 0.001)
-            self.phases.append(await self.closed("closed_10", 10, half, expect))
-            self.phases.append(await self.paced(a.rate, a.seconds))
-            self.phases.append(await self.storm())
+            expect = a.closed_pushes_per_s
+            if "closed_1" in a.phases:
+                one = await self.closed("closed_1", 1, half, expect)
+                self.phases.append(one)
+                # ten a push: make ahead for three times the ops/s of one a push
+                expect = 3 * one.ops / max(one.seconds, 0.001)
+            if "closed_10" in a.phases:
+                self.phases.append(await self.closed("closed_10", 10, half, expect))
+            if "paced" in a.phases:
+                self.phases.append(await self.paced(a.rate, a.seconds))
+            if "storm" in a.phases:
+                self.phases.append(await self.storm())
         finally:
             for ws in self.stations:
                 if ws.http is not None:
@@ -1014,19 +1128,22 @@ class Load:
         for line in lines:
             say("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
         say("(cpu: cores busy during the phase; server = all its uvicorn processes)")
-        storm = next(p for p in self.phases if p.name == "storm")
-        paced = next(p for p in self.phases if p.name == "paced")
-        ps = paced.summary()
-        met = ps["ops_per_s"] >= TARGET_OPS_PER_S and ps["push_ms"]["p99"] <= TARGET_P99_MS
-        say(
-            f"paced: {ps['ops_per_s']:,} ops/s of {a.rate:,.0f} offered, push p99 "
-            f"{ps['push_ms']['p99']} ms (target >= {TARGET_OPS_PER_S:,.0f} ops/s with p99 <= "
-            f"{TARGET_P99_MS:g} ms: {'met' if met else 'NOT MET'})"
-        )
-        say(
-            f"storm: {storm.ops:,} ops from {a.workstations} workstations in {storm.seconds:.1f} s "
-            f"({storm.ops_per_s:,.0f} ops/s); check {'ok' if self.verified['ok'] else 'FAILED'}"
-        )
+        phases = {p.name: p for p in self.phases}
+        if "paced" in phases:
+            ps = phases["paced"].summary()
+            met = ps["ops_per_s"] >= TARGET_OPS_PER_S and ps["push_ms"]["p99"] <= TARGET_P99_MS
+            say(
+                f"paced: {ps['ops_per_s']:,} ops/s of {a.rate:,.0f} offered, push p99 "
+                f"{ps['push_ms']['p99']} ms (target >= {TARGET_OPS_PER_S:,.0f} ops/s with p99 <= "
+                f"{TARGET_P99_MS:g} ms: {'met' if met else 'NOT MET'})"
+            )
+        if "storm" in phases:
+            storm = phases["storm"]
+            say(
+                f"storm: {storm.ops:,} ops from {a.workstations} workstations in "
+                f"{storm.seconds:.1f} s ({storm.ops_per_s:,.0f} ops/s)"
+            )
+        say(f"check: {'ok' if self.verified['ok'] else 'FAILED'}")
         say(f"written to {RESULTS.relative_to(ROOT)}")
 
 
@@ -1058,11 +1175,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1_500.0,
         help="what the closed phases may reach, to make ops ahead (more are made as needed)",
     )
+    parser.add_argument(
+        "--phases",
+        type=lambda text: [p for p in text.split(",") if p],
+        default=list(PHASES),
+        help=f"which phases, in their order: {','.join(PHASES)} (default all)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the server's processes with py-spy during each phase (pip install "
+        "py-spy): where their CPU time goes, printed and in the results",
+    )
     parser.add_argument("--pg-url", default=os.environ.get("LOAD_PG_URL", PG_SERVER))
     parser.add_argument("--pg-database", default=os.environ.get("LOAD_PG_DATABASE", PG_DATABASE))
     args = parser.parse_args(argv)
     if args.db == "sqlite" and args.workers > 1:
         parser.error("SQLite is served by one worker")
+    if unknown := set(args.phases) - set(PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     return args
 
 
