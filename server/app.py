@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.leases import NUMBER_BLOCK, Lease
@@ -47,7 +48,7 @@ from .leases import LeaseRefused, grant_lease
 from .migrate import check_schema
 from .migrate import migrate as migrate_schema
 from .snapshots import SnapshotImages, image_chunks
-from .sync_service import SyncService
+from .sync_service import PushMalformed, SyncService
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,14 @@ def create_app(
             422, "request_malformed", "请求格式错误。", "The request is malformed.", detail
         )
 
+    @app.exception_handler(PushMalformed)
+    async def _malformed_push(_request: Request, exc: PushMalformed) -> JSONResponse:
+        return await _malformed(_request, RequestValidationError(exc.errors))
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
+    # the driver's own, from the statements the push sends it directly (server.raw)
+    @app.exception_handler(engine.dialect.loaded_dbapi.Error)
     async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
         return _error(
@@ -186,11 +193,10 @@ def create_app(
         return auth.device(token)
 
     def session_of(
-        device: Annotated[Device, Depends(device_of)],
+        token: Annotated[str | None, Header(alias=DEVICE_HEADER)] = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Session:
-        bearer = authorization.removeprefix("Bearer ").strip() if authorization else None
-        return auth.session(device, bearer)
+        return auth.device_and_session(token, _bearer(authorization))
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -273,12 +279,33 @@ def create_app(
             granted_at=lease.granted_at,
         )
 
-    @app.post("/sync/push", response_model=PushResponse)
-    def push(body: PushRequest, session: Annotated[Session, Depends(session_of)]) -> Response:
-        answer = sync.push(session.device_id, session.clerk_id, body)
-        # serialised once, here: returned as a model, FastAPI would validate the
-        # up-to-500 results again before serialising them
-        return Response(answer.model_dump_json(), media_type="application/json")
+    @app.post(
+        "/sync/push",
+        response_model=PushResponse,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": _SCHEMAS + "PushRequest"}}},
+            }
+        },
+    )
+    async def push(request: Request) -> Response:
+        """Apply a workstation's operations (a ``PushRequest``), in ``client_seq`` order.
+
+        The hot path of a site: the device, the session and the body are
+        checked, and the ops applied, in one transaction on one server thread
+        (``SyncService.push``), not in FastAPI's dependencies and body
+        validation, which took more of a one-op push than applying it."""
+        body = await request.body()
+        headers = request.headers
+        device_token, bearer = headers.get(DEVICE_HEADER), _bearer(headers.get("authorization"))
+
+        def answer() -> str:
+            # serialised once, here: returned as a model, FastAPI would validate
+            # the up-to-500 results again before serialising them
+            return sync.push(device_token, bearer, body).model_dump_json()
+
+        return Response(await run_in_threadpool(answer), media_type="application/json")
 
     @app.get("/sync/pull", response_model=PullResponse)
     def pull(
@@ -361,4 +388,27 @@ def create_app(
             headers={**info.headers(), "Content-Length": str(image.size)},
         )
 
+    document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # the push's body is parsed by the handler, not by FastAPI: its schema
+        # is added to the document here
+        if app.openapi_schema is None:
+            schema = document()
+            pushed = PushRequest.model_json_schema(ref_template=_SCHEMAS + "{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in pushed.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components["PushRequest"] = pushed
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_SCHEMAS = "#/components/schemas/"
+
+
+def _bearer(authorization: str | None) -> str | None:
+    return authorization.removeprefix("Bearer ").strip() if authorization else None

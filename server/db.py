@@ -61,6 +61,15 @@ patients = REPLICATED["patients"]
 patient_aliases = REPLICATED["patient_aliases"]
 cards = REPLICATED["cards"]
 transfers = REPLICATED["transfers"]
+# One active card a patient, kept by the server only (a replica holds pending
+# cards): pushes of different workstations may be decided at the same moment.
+Index(
+    "cards_one_active",
+    cards.c.patient_id,
+    unique=True,
+    sqlite_where=cards.c.status == "active",
+    postgresql_where=cards.c.status == "active",
+)
 
 clerks = Table(
     "clerks",

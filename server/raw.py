@@ -27,6 +27,7 @@ class RawSql:
         driver: Any = conn.connection.driver_connection
         self.cursor: Any = driver.cursor()
         self.qmark = conn.dialect.paramstyle == "qmark"
+        self.sqlite = conn.dialect.name == "sqlite"
         self.IntegrityError: type[Exception] = conn.dialect.loaded_dbapi.IntegrityError
 
     def _sql(self, sql: str) -> str:
@@ -38,6 +39,10 @@ class RawSql:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.cursor.executemany(self._sql(sql), list(rows))
 
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.cursor.execute(self._sql(sql), params)
+        return [tuple(row) for row in self.cursor.fetchall()]
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         self.cursor.execute(self._sql(sql), params)
         row = self.cursor.fetchone()
@@ -47,15 +52,21 @@ class RawSql:
         row = self.one(sql, params)
         return row[0] if row is not None else None
 
-    def savepoint(self) -> None:
-        self.cursor.execute("SAVEPOINT op")
+    def native_scalar(self, sql: str, params: Sequence[Any]) -> Any:
+        """A statement in the driver's own placeholders (no ``?`` rewritten)."""
+        self.cursor.execute(sql, params)
+        row = self.cursor.fetchone()
+        return row[0] if row is not None else None
 
-    def release(self) -> None:
-        self.cursor.execute("RELEASE SAVEPOINT op")
+    def savepoint(self, name: str = "op") -> None:
+        self.cursor.execute(f"SAVEPOINT {name}")
 
-    def rollback_to_savepoint(self) -> None:
-        self.cursor.execute("ROLLBACK TO SAVEPOINT op")
-        self.cursor.execute("RELEASE SAVEPOINT op")
+    def release(self, name: str = "op") -> None:
+        self.cursor.execute(f"RELEASE SAVEPOINT {name}")
+
+    def rollback_to_savepoint(self, name: str = "op") -> None:
+        self.cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        self.cursor.execute(f"RELEASE SAVEPOINT {name}")
 
 
 @lru_cache(maxsize=256)
