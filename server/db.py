@@ -219,8 +219,9 @@ WAL_CHECKPOINT_PAGES = 40_000
 MMAP_BYTES = 2**31
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``sqlite:///file`` or ``postgresql://...``."""
+def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
+    """An engine for ``sqlite:///file`` or ``postgresql://...``; PostgreSQL:
+    ``pool_size`` connections kept (default 10) and as many more at peaks."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
@@ -263,7 +264,8 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    size = pool_size or 10
+    return create_engine(url, pool_pre_ping=True, pool_size=size, max_overflow=size)
 
 
 def load_policy(conn: Connection) -> Policy:

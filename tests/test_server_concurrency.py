@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +29,7 @@ from domain.cashier.top_up import TopUp
 from domain.numbers import card_no_for, receipt_no_for
 from server.app import create_app
 from server.db import clerks, devices, is_sqlite, make_engine, ops, start_new_epoch, writer
+from sync.protocol import DEVICE_HEADER
 from tests.conftest import PG_URL
 from tests.test_server_api import (
     GB_EXAMPLE,
@@ -286,3 +291,102 @@ async def test_a_new_epoch_is_in_the_next_answer_of_every_process(db_url: str) -
             response = await _post_push(server, window, [])
             assert response.json()["epoch"] == epoch
             assert (await server.http.get("/health")).json()["epoch"] == epoch
+
+
+# -- several server processes ------------------------------------------------------
+
+
+def test_several_workers_are_refused_on_sqlite(sqlite_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "workstation.cli", "server", "--db", sqlite_url, "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: SQLite is served by one process: leave out --workers"
+
+
+@pytest.mark.postgres
+def test_workers_serve_one_device_s_pushes_in_order(db_url: str, tmp_path: Path) -> None:
+    """``workstation server --workers 3``: a device's pushes, whichever process
+    takes them, make one gap-free sequence; replica images go to one directory."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("several workers are for PostgreSQL")
+    engine = make_engine(db_url)
+    create_app(engine, migrate=True)
+    from server.auth import AuthService
+
+    auth = AuthService(engine)
+    auth.create_clerk("cash", "cash", ["cashier"], "secret-123")
+    code = auth.create_enrollment_code("w1")
+    port = _free_port()
+    images = tmp_path / "images"
+    server_process = subprocess.Popen(
+        [sys.executable, "-m", "workstation.cli", "server", "--db", db_url, "--port", str(port)]
+        + ["--workers", "3", "--pool-size", "2", "--snapshot-dir", str(images)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(base)
+        with httpx.Client(base_url=base, timeout=30) as http:
+            enrolled = http.post("/devices/enroll", json={"code": code, "device_name": "w1"})
+            device_token = enrolled.json()["device_token"]
+            login = http.post(
+                "/auth/login",
+                json={"username": "cash", "password": "secret-123"},
+                headers={DEVICE_HEADER: device_token},
+            ).json()
+            window = Window(
+                enrolled.json()["device_id"],
+                device_token,
+                login["session_token"],
+                login["clerk"]["clerk_id"],
+            )
+            for _ in range(12):  # a new connection each: any worker may take it
+                with httpx.Client(base_url=base, timeout=30) as one:
+                    answer = one.post(
+                        "/sync/push",
+                        json={
+                            "device_time": now(),
+                            "ops": [wire(window, kind="nope", payload="{}")],
+                        },
+                        headers=window.headers,
+                    )
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["results"][0]["code"] == "command_unknown"
+        with engine.connect() as conn:
+            seqs = conn.execute(
+                select(ops.c.client_seq).where(ops.c.device_id == window.device_id)
+            ).scalars()
+            assert sorted(seqs) == list(range(1, 13))
+    finally:
+        server_process.send_signal(signal.SIGINT)
+        try:
+            server_process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server_process.kill()
+        engine.dispose()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise AssertionError("the server did not start")
