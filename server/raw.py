@@ -58,15 +58,15 @@ class RawSql:
         row = self.cursor.fetchone()
         return row[0] if row is not None else None
 
-    def savepoint(self, name: str = "op") -> None:
-        self.cursor.execute(f"SAVEPOINT {name}")
+    def savepoint(self) -> None:
+        self.cursor.execute("SAVEPOINT op")
 
-    def release(self, name: str = "op") -> None:
-        self.cursor.execute(f"RELEASE SAVEPOINT {name}")
+    def release(self) -> None:
+        self.cursor.execute("RELEASE SAVEPOINT op")
 
-    def rollback_to_savepoint(self, name: str = "op") -> None:
-        self.cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
-        self.cursor.execute(f"RELEASE SAVEPOINT {name}")
+    def rollback_to_savepoint(self) -> None:
+        self.cursor.execute("ROLLBACK TO SAVEPOINT op")
+        self.cursor.execute("RELEASE SAVEPOINT op")
 
 
 @lru_cache(maxsize=256)

@@ -214,6 +214,10 @@ class _LogRows:
         )
 
 
+class _OpFailed(Exception):
+    """An op raised while applied without a savepoint of its own."""
+
+
 class PushMalformed(Exception):
     """A push body that is not a :class:`PushRequest`: answered 422 as FastAPI
     answers any malformed body."""
@@ -247,8 +251,29 @@ class SyncService:
         device (a resend while the first is still running) are applied one
         after the other, the second seeing what the first stored; pushes of
         different devices run side by side and meet only at the end, where
-        each takes its change-log sequence numbers (:meth:`_take_seqs`)."""
+        each takes its change-log numbers (:meth:`_write_log`).
+
+        The ops are applied without a savepoint each; an op that breaks a
+        constraint or fails rolls the whole transaction back, and the push is
+        made again, each op in a savepoint of its own (``careful``). That is
+        four statements less for a one-op push (a batch savepoint was two a
+        push, a savepoint an op two an op), and a quarter of a top-up's round
+        trips to PostgreSQL in a batch."""
         now = datetime.now(UTC)
+        try:
+            return self._push(device_token, bearer, body, now, careful=False)
+        except _OpFailed:
+            return self._push(device_token, bearer, body, now, careful=True)
+
+    def _push(
+        self,
+        device_token: str | None,
+        bearer: str | None,
+        body: bytes,
+        now: datetime,
+        *,
+        careful: bool,
+    ) -> PushResponse:
         with writer(self.engine) as conn, conn.begin():
             sql = RawSql(conn)
             session = session_of(sql, device_token, bearer, lock_device=True)
@@ -261,6 +286,7 @@ class SyncService:
                 session.device_id,
                 clerk,
                 sorted(request.ops, key=lambda o: o.client_seq),
+                careful=careful,
             )
         return PushResponse(
             results=results,
@@ -271,7 +297,13 @@ class SyncService:
         )
 
     def _apply_batch(
-        self, sql: RawSql, device_id: str, pusher: Clerk, batch: list[Operation]
+        self,
+        sql: RawSql,
+        device_id: str,
+        pusher: Clerk,
+        batch: list[Operation],
+        *,
+        careful: bool,
     ) -> tuple[list[OpResult], str]:
         """The batch's results, and the epoch they belong to."""
         settings = dict(sql.all(_SETTINGS_SQL, (device_id,)))
@@ -296,18 +328,12 @@ class SyncService:
             policy=policy,
             applied_at=utc_now(),
         )
-        # All the ops under one savepoint: an op that breaks a constraint or
-        # fails sends the batch back to it, to be applied again op by op, each
-        # in a savepoint of its own. Two statements a batch instead of two an
-        # op (a quarter of a top-up's round trips to PostgreSQL).
-        sql.savepoint("batch")
         try:
-            results, log_rows = self._apply_ops(sql, run, careful=False)
-        except Exception:
-            sql.rollback_to_savepoint("batch")
-            results, log_rows = self._apply_ops(sql, run, careful=True)
-        else:
-            sql.release("batch")
+            results, log_rows = self._apply_ops(sql, run, careful=careful)
+        except Exception as exc:
+            if careful:
+                raise
+            raise _OpFailed from exc  # the transaction is rolled back; push() goes again
         if log_rows.ops:
             self._write_log(sql, log_rows)
         return results, epoch
@@ -316,8 +342,9 @@ class SyncService:
         self, sql: RawSql, run: _Batch, *, careful: bool
     ) -> tuple[list[OpResult], _LogRows]:
         """The batch's ops in ``client_seq`` order. Not ``careful``: the first
-        op that raises ends it (the caller rolls it all back). ``careful``:
-        each op in a savepoint; one that fails is deferred with the rest."""
+        op that raises ends it (the push is rolled back and made again).
+        ``careful``: each op in a savepoint; one that fails is deferred with
+        the rest."""
         device_id, pushed_by, applied_at = run.device_id, run.pushed_by, run.applied_at
         state = ServerState(sql, run.policy)
         log_rows = _LogRows()
