@@ -52,9 +52,10 @@ class RawSql:
         row = self.one(sql, params)
         return row[0] if row is not None else None
 
-    def native_scalar(self, sql: str, params: Sequence[Any]) -> Any:
-        """A statement in the driver's own placeholders (no ``?`` rewritten)."""
-        self.cursor.execute(sql, params)
+    def pg_scalar(self, sql: str, params: Sequence[Any]) -> Any:
+        """PostgreSQL: a statement in psycopg's placeholders (no ``?``
+        rewritten), made for this once (not prepared)."""
+        self.cursor.execute(sql, params, prepare=False)
         row = self.cursor.fetchone()
         return row[0] if row is not None else None
 
