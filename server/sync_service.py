@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
@@ -52,7 +53,7 @@ from .db import (
     utc_now,
     writer,
 )
-from .raw import RawSql, upsert_sql
+from .raw import RawSql, pg_placeholders, upsert_sql
 from .state import ServerState
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ _SETTINGS_SQL = (
 )
 _STORED_SQL = (
     "SELECT op_id, device_id, args_hash, status, code, params, result, change_seq "
-    "FROM ops WHERE op_id IN "
+    "FROM ops WHERE op_id IN"
 )
 _CLERK_SQL = "SELECT clerk_id, roles, active FROM clerks WHERE clerk_id = ?"
 # the batch's change-log numbers: the counter moved on by as many as it wrote
@@ -84,8 +85,8 @@ _TAKE_SEQS_SQL = (
 # PostgreSQL: the same in one statement, the rows as VALUES lists (array
 # parameters were four times the CPU: psycopg escapes each text element)
 _PG_TAKE_SEQS = (
-    f"WITH head AS (UPDATE counters SET value = value + %s WHERE name = '{CHANGE_SEQ}' "
-    "RETURNING value - %s AS base)"
+    f"WITH head AS (UPDATE counters SET value = value + $1 WHERE name = '{CHANGE_SEQ}' "
+    "RETURNING value - $1 AS base)"
 )
 _PG_INSERT_CHANGES = (
     ", changes AS (INSERT INTO change_log (seq, table_name, row_key, row, op_id) "
@@ -102,23 +103,15 @@ _PG_INSERT_OPS = (
     "status, code, params, result, n))"
 )
 _PG_MAX_PARAMS = 65_535  # in one statement (the protocol's limit)
-_CHANGE_VALUES = "(%s, %s, %s, %s, %s)"
-_OP_VALUES = "(" + ", ".join(["%s"] * 16) + ")"
 
 
-def _pg_write_log(
-    changes: list[tuple[Any, ...]], ops: list[tuple[Any, ...]]
-) -> tuple[str, list[Any]]:
-    """The statement that numbers and writes a batch's log rows on PostgreSQL,
-    and its parameters."""
+@lru_cache(maxsize=128)
+def _pg_write_log_sql(changes: int, ops: int) -> str:
     sql = _PG_TAKE_SEQS
-    params: list[Any] = [len(changes), len(changes)]
     if changes:
-        sql += _PG_INSERT_CHANGES.format(rows=", ".join([_CHANGE_VALUES] * len(changes)))
-        params += [value for row in changes for value in row]
-    sql += _PG_INSERT_OPS.format(rows=", ".join([_OP_VALUES] * len(ops)))
-    params += [value for row in ops for value in row]
-    return sql + " SELECT base FROM head", params
+        sql += _PG_INSERT_CHANGES.format(rows=pg_placeholders(2, changes, 5))
+    sql += _PG_INSERT_OPS.format(rows=pg_placeholders(2 + changes * 5, ops, 16))
+    return sql + " SELECT base FROM head"
 
 
 SNAPSHOT_BATCH = 5_000
@@ -331,10 +324,8 @@ class SyncService:
         policy = (
             Policy.from_dict(json.loads(settings["policy"])) if settings.get("policy") else Policy()
         )
-        ids = [o.op_id for o in batch]
         stored = {
-            row[0]: _StoredOp(*row)
-            for row in sql.all(_STORED_SQL + "(" + ", ".join("?" * len(ids)) + ")", ids)
+            row[0]: _StoredOp(*row) for row in sql.all_in(_STORED_SQL, [o.op_id for o in batch])
         }
         run = _Batch(
             device_id=device_id,
@@ -494,8 +485,11 @@ class SyncService:
             )
             sql.executemany(_INSERT_OP, [(*rest, base + offset) for *rest, offset in log_rows.ops])
         else:
-            statement, params = _pg_write_log(log_rows.changes, log_rows.ops)
-            base = int(sql.pg_scalar(statement, params))
+            params = [count]
+            params += [value for row in log_rows.changes for value in row]
+            params += [value for row in log_rows.ops for value in row]
+            [(head,)] = sql.pg_all(_pg_write_log_sql(count, len(log_rows.ops)), params)
+            base = int(head)
         for result in log_rows.applied:
             assert result.server_seq is not None
             result.server_seq += base
