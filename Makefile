@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck imports bench sim clean
+.PHONY: demo test check lint typecheck imports bench sim load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ ifdef SEED
 else
 	$(BIN)/python -m sim --seeds $(SEEDS)
 endif
+
+# Many workstations against the server over real HTTP (not part of check: minutes):
+#   make load [DB=pg|sqlite] [SECONDS=20] [WORKSTATIONS=50] [WORKERS=n]
+# PostgreSQL at LOAD_PG_URL (default postgresql://postgres@127.0.0.1:5432), in a
+# database of its own it drops and makes again (LOAD_PG_DATABASE, default load_bench).
+DB ?= pg
+SECONDS ?= 20
+WORKSTATIONS ?= 50
+load: $(STAMP)
+	$(BIN)/python -m bench.load --db $(DB) --seconds $(SECONDS) --workstations $(WORKSTATIONS) \
+		$(if $(WORKERS),--workers $(WORKERS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

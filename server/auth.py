@@ -22,7 +22,17 @@ from ulid import ULID
 
 from domain.roles import ROLES
 
-from .db import audit, clerks, devices, enrollment_codes, load_policy, sessions, utc_now, writer
+from .db import (
+    audit,
+    clerks,
+    devices,
+    enrollment_codes,
+    load_policy,
+    sessions,
+    utc_now,
+    writer,
+)
+from .raw import RawSql
 
 SESSION_HOURS = 12
 ENROLL_CODE_HOURS = 72
@@ -77,6 +87,80 @@ def _locked(until: str) -> AuthError:
         f"登录失败次数过多，账号锁定至 {until[11:16]}（UTC）。",
         f"Too many failed logins; locked until {until[11:16]} UTC.",
     )
+
+
+def _device_token_missing() -> AuthError:
+    return AuthError(
+        401, "device_token_missing", "缺少工作站凭证。", "The workstation token is missing."
+    )
+
+
+def _device_unknown() -> AuthError:
+    return AuthError(
+        401,
+        "device_unknown",
+        "工作站未注册或已停用。",
+        "This workstation is not enrolled or has been disabled.",
+    )
+
+
+def _session_missing() -> AuthError:
+    return AuthError(401, "session_missing", "请先登录。", "Log in first.")
+
+
+def _session_invalid() -> AuthError:
+    return AuthError(
+        401,
+        "session_invalid",
+        "登录已失效，请重新登录。",
+        "Your session has ended; log in again.",
+    )
+
+
+# The device and the clerk's session of a request, in one statement. Nothing
+# of it is cached: a disabled device, a clerk made inactive or a session that
+# ended (logout, expiry) is refused by the next request, whichever server
+# process (``workstation server --workers``) answers it.
+_SESSION_SQL = (
+    "SELECT d.device_id, d.active, s.clerk_id, s.device_id, s.revoked, s.expires_at, "
+    "c.username, c.name, c.roles, c.active "
+    "FROM devices d "
+    "LEFT JOIN sessions s ON s.token_hash = ? "
+    "LEFT JOIN clerks c ON c.clerk_id = s.clerk_id "
+    "WHERE d.token_hash = ?"
+)
+# PostgreSQL: the device's row stays locked until the transaction ends, so
+# the pushes of one device are applied one after the other (SQLite's writers
+# are one at a time anyway)
+_SESSION_LOCKING_DEVICE_SQL = _SESSION_SQL + " FOR UPDATE OF d"
+
+
+def session_of(
+    sql: RawSql, device_token: str | None, bearer: str | None, *, lock_device: bool = False
+) -> Session:
+    """The session of ``bearer`` on the device of ``device_token``, or
+    AuthError (401) saying what is wrong, in this order: no device token, a
+    device unknown or disabled, no session token, a session unknown, ended,
+    expired, of an inactive clerk or of another device. ``lock_device``
+    (inside a transaction): the device's row is locked until it ends."""
+    if not device_token:
+        raise _device_token_missing()
+    query = _SESSION_LOCKING_DEVICE_SQL if lock_device and not sql.sqlite else _SESSION_SQL
+    row = sql.one(query, (token_hash(bearer) if bearer else "", token_hash(device_token)))
+    if row is None or not row[1]:
+        raise _device_unknown()
+    if not bearer:
+        raise _session_missing()
+    device_id, _, clerk_id, session_device, revoked, expires_at, username, name, roles, active = row
+    if (
+        clerk_id is None
+        or revoked
+        or not active
+        or session_device != device_id
+        or expires_at < utc_now()
+    ):
+        raise _session_invalid()
+    return Session(clerk_id, username, name, tuple(json.loads(roles)), device_id)
 
 
 class AuthService:
@@ -169,21 +253,22 @@ class AuthService:
 
     def device(self, token: str | None) -> Device:
         if not token:
-            raise AuthError(
-                401, "device_token_missing", "缺少工作站凭证。", "The workstation token is missing."
-            )
+            raise _device_token_missing()
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(devices).where(devices.c.token_hash == token_hash(token))
             ).first()
         if row is None or not row.active:
-            raise AuthError(
-                401,
-                "device_unknown",
-                "工作站未注册或已停用。",
-                "This workstation is not enrolled or has been disabled.",
-            )
+            raise _device_unknown()
         return Device(device_id=row.device_id, name=row.name)
+
+    def device_and_session(self, device_token: str | None, bearer: str | None) -> Session:
+        """The clerk session of a request (device token and session token),
+        checked in one statement; see :func:`session_of`."""
+        if not device_token:
+            raise _device_token_missing()
+        with self.engine.connect() as conn:
+            return session_of(RawSql(conn), device_token, bearer)
 
     # -- clerks --------------------------------------------------------------
 
@@ -259,7 +344,7 @@ class AuthService:
 
     def session(self, device: Device, bearer: str | None) -> Session:
         if not bearer:
-            raise AuthError(401, "session_missing", "请先登录。", "Log in first.")
+            raise _session_missing()
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(sessions, clerks.c.username, clerks.c.name, clerks.c.roles, clerks.c.active)
@@ -273,12 +358,7 @@ class AuthService:
             or row.device_id != device.device_id
             or row.expires_at < utc_now()
         ):
-            raise AuthError(
-                401,
-                "session_invalid",
-                "登录已失效，请重新登录。",
-                "Your session has ended; log in again.",
-            )
+            raise _session_invalid()
         return Session(
             row.clerk_id, row.username, row.name, tuple(json.loads(row.roles)), row.device_id
         )

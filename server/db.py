@@ -62,6 +62,15 @@ patients = REPLICATED["patients"]
 patient_aliases = REPLICATED["patient_aliases"]
 cards = REPLICATED["cards"]
 transfers = REPLICATED["transfers"]
+# One active card a patient, kept by the server only (a replica holds pending
+# cards): pushes of different workstations may be decided at the same moment.
+Index(
+    "cards_one_active",
+    cards.c.patient_id,
+    unique=True,
+    sqlite_where=cards.c.status == "active",
+    postgresql_where=cards.c.status == "active",
+)
 
 clerks = Table(
     "clerks",
@@ -214,8 +223,9 @@ WAL_CHECKPOINT_PAGES = 40_000
 MMAP_BYTES = 2**31
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``sqlite:///file`` or ``postgresql://...``."""
+def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
+    """An engine for ``sqlite:///file`` or ``postgresql://...``; PostgreSQL:
+    ``pool_size`` connections kept (default 10) and as many more at peaks."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
@@ -258,7 +268,8 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    size = pool_size or 10
+    return create_engine(url, pool_pre_ping=True, pool_size=size, max_overflow=size)
 
 
 def load_policy(conn: Connection) -> Policy:

@@ -28,7 +28,8 @@ REPLICA_MIGRATIONS = {
 CENTRAL_REVISIONS = {
     "0001_baseline.py": "1ba21be58eec22357663d8178affdbc0f149d81dd0bed8c54235b669b0636583",  # 0.1.0
     "0002_leases_and_shifts.py": "95f555ccbb8376c22f15a7e4a9f8f03f1e4573fee802e8cff2c1022078b83721",
-    "0003_change_nonce.py": "a12b970761ceb270d1b3a1dfd44d1c25bb75d93223e3733618b821d87de4c023",
+    "0003_one_active_card.py": "5158f9658ae176fb23980f6ce8359a33fd985b43bc8301f3a7c6200557475c5e",
+    "0004_change_nonce.py": "b86f64e115e07f55406b93cdb2d83ff4f313cb3162ae17400e3a8cfdda73e173",
 }
 
 

@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import Engine, func, inspect, select
 from ulid import ULID
 
+from domain import ledger
 from domain.areas import ROW_TYPES
 from domain.cashier.cancel_card import CancelCard
 from domain.cashier.issue_card import IssueCard, Prepayment
@@ -27,6 +28,7 @@ from domain.numbers import card_no_for, receipt_no_for
 from domain.operation import args_hash
 from domain.patients.register import RegisterPatient
 from server import auth as server_auth
+from server import sync_service
 from server.app import create_app
 from server.db import (
     WAL_CHECKPOINT_PAGES,
@@ -785,6 +787,70 @@ async def test_replayed_rejection_returns_exactly_the_original_answer(server: Se
     assert second == first
 
 
+async def test_an_op_breaking_a_uniqueness_the_rules_missed_is_refused_alone(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push is made again op by op; the others of the batch are applied,
+    the one refused (``conflict``), nothing written twice."""
+    window = await open_window(server)
+    _, card, receipt = await patient_with_card(server, window)
+    await lease(server, window, "receipt", 5)
+    monkeypatch.setattr(ledger, "check_receipt", lambda *_args: None)  # a rule gone missing
+
+    def top_up(seq: int) -> dict[str, Any]:
+        return wire(
+            window,
+            TopUp(
+                transfer_id=str(ULID()),
+                card_no=card,
+                amount_fen=1_000,
+                method="cash",
+                receipt_no=receipt_no_for(seq),
+            ),
+        )
+
+    before = count_rows(server, change_log)
+    results = await push(server, window, top_up(receipt), top_up(receipt), top_up(receipt + 1))
+    assert [(r["status"], r["code"]) for r in results] == [
+        ("applied", None),
+        ("rejected", "conflict"),
+        ("applied", None),
+    ]
+    assert count_rows(server, change_log) == before + 2
+    assert count_rows(server, ops) == 5
+    assert [r["server_seq"] for r in results] == [before + 1, None, before + 2]
+
+
+async def test_an_op_the_server_fails_on_stays_pending_with_what_follows(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in one op: the ops before it are applied, it and the rest are
+    deferred (server_error) and written nowhere; pushed again once it is
+    fixed, they are applied."""
+    window = await open_window(server)
+    first, broken, last = register_cmd(), male_cmd(), register_cmd()  # last: mapped to first
+    wire_ops = [wire(window, first), wire(window, broken), wire(window, last)]
+    decide = RegisterPatient.decide
+
+    def failing(self: RegisterPatient, state: Any, ctx: Any) -> Any:
+        if self.patient_id == broken.patient_id:
+            raise RuntimeError("a bug")
+        return decide(self, state, ctx)
+
+    monkeypatch.setattr(RegisterPatient, "decide", failing)
+    results = await push(server, window, *wire_ops)
+    assert [(r["status"], r["code"]) for r in results] == [
+        ("applied", None),
+        ("deferred", "server_error"),
+        ("deferred", "server_error"),
+    ]
+    assert (count_rows(server, ops), count_rows(server, change_log)) == (1, 1)
+    monkeypatch.setattr(RegisterPatient, "decide", decide)
+    again = await push(server, window, *wire_ops)
+    assert again[0] == results[0]
+    assert [r["status"] for r in again[1:]] == ["applied", "applied_modified"]
+
+
 async def test_registration_of_a_known_document_is_mapped(server: Server) -> None:
     window = await open_window(server)
     first = register_cmd()
@@ -846,7 +912,12 @@ async def test_reused_sequence_number_is_rejected(server: Server) -> None:
     assert result["status"] == "rejected" and result["code"] == "sequence_reused"
 
 
-async def test_change_log_is_gap_free_after_several_pushes(server: Server) -> None:
+@pytest.mark.parametrize("one_statement", [True, False])
+async def test_change_log_is_gap_free_after_several_pushes(
+    server: Server, monkeypatch: pytest.MonkeyPatch, one_statement: bool
+) -> None:
+    if not one_statement:  # PostgreSQL: as for a batch of too many rows for one statement
+        monkeypatch.setattr(sync_service, "_PG_MAX_PARAMS", 0)
     a = await open_window(server, name="a")
     b = await open_window(server, name="b")
     _, card, receipt_seq = await patient_with_card(server, a)

@@ -10,15 +10,15 @@ this revision keep NULL (their content is fingerprinted instead).
 
 Frozen: written out here, never generated from ``server.db``.
 
-Revision ID: 0003_change_nonce
-Revises: 0002_leases_and_shifts
+Revision ID: 0004_change_nonce
+Revises: 0003_one_active_card
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_change_nonce"
-down_revision = "0002_leases_and_shifts"
+revision = "0004_change_nonce"
+down_revision = "0003_one_active_card"
 branch_labels = None
 depends_on = None
 
