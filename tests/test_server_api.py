@@ -32,6 +32,7 @@ from server import sync_service
 from server.app import create_app
 from server.db import (
     WAL_CHECKPOINT_PAGES,
+    audit,
     change_log,
     counters,
     make_engine,
@@ -1239,3 +1240,46 @@ async def test_an_op_naming_another_device_is_refused(server: Server) -> None:
     assert "device_id" not in unnamed
     results = await push(server, window, made_here, unnamed)
     assert [r["status"] for r in results] == ["applied", "applied"]
+
+
+async def test_a_push_saying_where_its_replica_stands_is_checked_first(server: Server) -> None:
+    """Malformed replica headers get 422; a replica of another epoch, or one
+    ahead of this server (a cursor past the head, a lease it never granted),
+    gets 409 and nothing is applied; the audit keeps who found it behind."""
+    window = await open_window(server)
+    epoch = (await server.http.get("/health")).json()["epoch"]
+
+    async def pushed(**replica: str) -> httpx.Response:
+        return await server.http.post(
+            "/sync/push",
+            json={"device_time": "2026-03-02T08:00:00+08:00", "ops": []},
+            headers={**window.headers, **replica},
+        )
+
+    base = {"X-Replica-Epoch": epoch, "X-Replica-Cursor": "0"}
+    assert (await pushed(**base)).status_code == 200
+    for bad in (
+        {"X-Replica-Cursor": "-1"},
+        {"X-Replica-Cursor": "1e3"},
+        {"X-Change-Mark": "not-a-mark"},
+        {"X-Replica-Confirmed": "x"},
+    ):
+        response = await pushed(**(base | bad))
+        assert response.status_code == 422, (bad, response.text)
+    response = await pushed(**(base | {"X-Replica-Epoch": "an-old-epoch"}))
+    assert (response.status_code, response.json()["code"]) == (409, "epoch_changed")
+    for ahead, reason in (
+        ({"X-Replica-Cursor": "999999"}, "cursor_beyond_head"),
+        ({"X-Newest-Lease": "01NEVERGRANTED0000000000000"}, "lease_lost"),
+    ):
+        response = await pushed(**(base | ahead))
+        body = response.json()
+        assert (response.status_code, body["code"]) == (409, "server_behind")
+        assert body["detail"]["reason"] == reason
+    with server.engine.connect() as conn:
+        found = conn.execute(
+            select(audit.c.device_id, audit.c.target).where(audit.c.action == "server_behind")
+        ).all()
+    assert sorted(found) == sorted(
+        [(window.device_id, "cursor_beyond_head"), (window.device_id, "lease_lost")]
+    )
