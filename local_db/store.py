@@ -535,6 +535,18 @@ class LocalStore:
             for r in rows
         ]
 
+    def answered_through(self) -> int:
+        """The last of this workstation's ops the server answered (applied,
+        refused or held): a server that knows fewer of them lost some (it was
+        restored from a backup), whether or not their rows were pulled yet."""
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT MAX(client_seq) FROM outbox WHERE state IN (?, ?, ?, ?) AND withdrawn = 0",
+                (ACKED, CONFIRMED, REJECTED, REVIEW),
+            ).fetchone()
+        confirmed = int(self.get_meta("device_last_seq", "0") or 0)
+        return max(int(row[0] or 0), confirmed)
+
     def newest_lease(self) -> str | None:
         """The id of the last lease the server granted this workstation: a
         server that does not know it was restored from a backup."""

@@ -417,7 +417,7 @@ class SyncEngine:
                 epoch=epoch,
                 cursor=int(self.store.get_meta("cursor", "0") or 0),
                 mark=self.store.get_meta("cursor_mark"),
-                confirmed=int(self.store.get_meta("device_last_seq", "0") or 0),
+                confirmed=self.store.answered_through(),
                 newest_lease=self.store.newest_lease(),
             )
 
@@ -519,6 +519,8 @@ class SyncEngine:
         cursor = int(await asyncio.to_thread(self.store.get_meta, "cursor", "0") or 0)
         epoch = await asyncio.to_thread(self.store.get_meta, "epoch")
         confirmed = int(await asyncio.to_thread(self.store.get_meta, "device_last_seq", "0") or 0)
+        # what the server must know of this device: every op it answered, pulled or not
+        answered = await asyncio.to_thread(self.store.answered_through)
         mark = await asyncio.to_thread(self.store.get_meta, "cursor_mark")
         # Every page rebases (undo pending effects, replay what is unconfirmed): after a
         # long outage ask for pages big enough to confirm the backlog in one or two.
@@ -527,7 +529,7 @@ class SyncEngine:
         while True:
             try:
                 page = await self.client.pull(
-                    cursor, limit, mark=mark, confirmed=confirmed, epoch=epoch
+                    cursor, limit, mark=mark, confirmed=max(answered, confirmed), epoch=epoch
                 )
             except Refused as exc:
                 if exc.code != SERVER_BEHIND:
