@@ -580,7 +580,13 @@ class SyncEngine:
                 cursor,
                 int(found.get("device_last_seq", 0)),
             )
-        await self.bootstrap()
+        if found.get("reason") != "lease_lost":
+            # only a lease grant lost (the change log and this device's ops
+            # are whole): telling the blocks again is enough
+            await self.bootstrap()
+        await self._tell_number_blocks()
+
+    async def _tell_number_blocks(self) -> None:
         held = await asyncio.to_thread(self.store.number_blocks_held)
         if not held:
             return
