@@ -352,13 +352,16 @@ class SyncService:
             sql = RawSql(conn)
             session = session_of(sql, device_token, bearer, lock_device=True)
             request = parse_push(body)
+            # epoch, policy and the device's last op, read once for the check and the batch
+            settings = dict(sql.all(_SETTINGS_SQL, (session.device_id,)))
             if replica is not None:
-                self.verify(conn, session.device_id, replica)
+                self.verify(conn, session.device_id, replica, settings)
             device_time = _parse_time(request.device_time)
             skew = (device_time - now).total_seconds() if device_time else 0.0
             clerk = Clerk(session.clerk_id, frozenset(session.roles), active=True)
             results, epoch = self._apply_batch(
                 sql,
+                settings,
                 session.device_id,
                 clerk,
                 sorted(request.ops, key=lambda o: o.client_seq),
@@ -375,6 +378,7 @@ class SyncService:
     def _apply_batch(
         self,
         sql: RawSql,
+        settings: dict[str, Any],
         device_id: str,
         pusher: Clerk,
         batch: list[Operation],
@@ -382,7 +386,6 @@ class SyncService:
         careful: bool,
     ) -> tuple[list[OpResult], str]:
         """The batch's results, and the epoch they belong to."""
-        settings = dict(sql.all(_SETTINGS_SQL, (device_id,)))
         epoch = str(settings["epoch"])
         if not batch:
             return [], epoch
@@ -732,20 +735,23 @@ class SyncService:
             server_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
 
-    def verify(self, conn: Connection, device_id: str, replica: ReplicaClaim) -> None:
+    def verify(
+        self, conn: Connection, device_id: str, replica: ReplicaClaim, settings: dict[str, Any]
+    ) -> None:
         """Before a push, in its transaction: the device's replica is of this
         server's epoch and not ahead of it. Raises EpochChanged or ServerBehind
         (nothing is applied): the workstation loads the data again and tells
         its number blocks again before it pushes, so that no operation is
         refused for what a restore forgot."""
-        ours = str(conn.execute(select(meta.c.value).where(meta.c.key == "epoch")).scalar_one())
+        ours = str(settings["epoch"])
         if replica.epoch != ours:
             raise EpochChanged({"epoch": ours})
         head = int(
             conn.execute(select(counters.c.value).where(counters.c.name == CHANGE_SEQ)).scalar_one()
         )
+        known = int(settings.get("last_seq") or 0)
         behind = self._behind(
-            conn, device_id, replica.cursor, head, replica.mark, replica.confirmed
+            conn, device_id, replica.cursor, head, replica.mark, replica.confirmed, known
         )
         if behind is None and replica.newest_lease is not None:
             granted = conn.execute(
@@ -755,7 +761,7 @@ class SyncService:
                 behind = {
                     "cursor": replica.cursor,
                     "head": head,
-                    "device_last_seq": self.device_last_seq(conn, device_id),
+                    "device_last_seq": known,
                     "reason": "lease_lost",
                 }
         if behind is not None:
@@ -769,9 +775,12 @@ class SyncService:
         head: int,
         mark: str | None,
         confirmed: int | None,
+        known: int | None = None,
     ) -> dict[str, Any] | None:
-        """What shows this server behind the device's replica, or None."""
-        known = self.device_last_seq(conn, device_id)
+        """What shows this server behind the device's replica, or None.
+        ``known``: the device's last op here, when the caller read it already."""
+        if known is None:
+            known = self.device_last_seq(conn, device_id)
         found: dict[str, Any] = {"cursor": cursor, "head": head, "device_last_seq": known}
         if cursor > head:
             return found | {"reason": "cursor_beyond_head"}
