@@ -75,6 +75,7 @@ from domain.numbers import Series, card_no_for, receipt_no_for
 from domain.operation import Operation
 from domain.patients.register import RegisterPatient
 from domain.shifts import OpenShift
+from domain.signing import SigningKey
 from local_db.store import OutboxEntry
 from server.auth import AuthService
 from server.db import make_engine
@@ -159,6 +160,7 @@ class Workstation:
     fen: int = 0  # money of committed ops
     http: httpx.AsyncClient | None = None
     hlc: HybridClock = field(default_factory=HybridClock)
+    key: SigningKey = field(default_factory=SigningKey.generate)  # the clerk's, registered at login
 
     @property
     def name(self) -> str:
@@ -180,7 +182,7 @@ class Workstation:
             clerk_id=self.clerk_id,
             at=at.isoformat(timespec="milliseconds"),
             hlc=self.hlc.now(),
-        )
+        ).signed_by(self.key, self.device_id)
 
     def make(self, at: datetime, cards: list[str]) -> Prepared:
         """The next op of this window's pattern: of every ten, a patient
@@ -636,7 +638,7 @@ class Load:
                 enrolled = await client.enroll(code, ws.name)
                 ws.device_id, ws.token = enrolled.device_id, enrolled.device_token
                 client.device_token = ws.token
-                login = await client.login(ws.username, PASSWORD)
+                login = await client.login(ws.username, PASSWORD, signing_key=ws.key.public_key)
                 ws.session, ws.clerk_id = login.session_token, login.clerk.clerk_id
                 for series, needed in (
                     (Series.RECEIPT, receipts_needed),

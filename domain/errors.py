@@ -204,6 +204,17 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "操作员 {clerk_id} 不存在或已停用。",
         "Clerk {clerk_id} is unknown or disabled.",
     ),
+    "signature_invalid": (
+        "操作的签名与所记操作员在本机的密钥不符，未予执行：只能以登录者本人的身份办理业务。请告知信息科。",
+        "The operation's signature does not match the key of the clerk it names on this "
+        "workstation; it was not carried out (work is done only as the clerk who logged in). "
+        "Tell IT.",
+    ),
+    "op_unsigned": (
+        "操作未经操作员签名，未予执行：本工作站的操作须由登录的操作员签名。请告知信息科。",
+        "The operation is not signed by its clerk and was not carried out: this workstation's "
+        "operations must be signed by the clerk who logged in. Tell IT.",
+    ),
 }
 
 

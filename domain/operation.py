@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .commands import Command, parse_command
 from .errors import DomainError
+from .signing import KEY_ID_PATTERN, SIGNATURE_PATTERN, SigningKey
 
 MAX_PAYLOAD_CHARS = 16_384
 
@@ -53,6 +54,17 @@ class Operation(BaseModel):
         "restore of the server lost) and the clerk was told; it is recorded as refused and "
         "never applied, so the device's sequence goes on",
     )
+    key_id: str | None = Field(
+        default=None,
+        pattern=KEY_ID_PATTERN,
+        description="the clerk's signing key on this device (domain.signing); ops made "
+        "before workstations signed (release 0.1) leave it out",
+    )
+    signature: str | None = Field(
+        default=None,
+        pattern=SIGNATURE_PATTERN,
+        description="Ed25519 signature by that key of the op's signed text (domain.signing)",
+    )
 
     @classmethod
     def of(
@@ -77,6 +89,12 @@ class Operation(BaseModel):
             clerk_id=clerk_id,
             at=at,
             hlc=hlc,
+        )
+
+    def signed_by(self, key: SigningKey, device_id: str) -> Operation:
+        """This op signed with the clerk's ``key``."""
+        return self.model_copy(
+            update={"key_id": key.key_id, "signature": key.sign(self, device_id)}
         )
 
     def hash_matches(self) -> bool:

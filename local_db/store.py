@@ -43,9 +43,11 @@ from domain.operation import Operation
 from domain.patients import PatientRow, get_patient
 from domain.rows import Row, columns_of
 from domain.shifts import open_shift_of
+from domain.signing import SigningKey
 from domain.state import Actor, OpContext, Policy
 
 from .image import IMAGE_KEYS, SCHEMA_ID, fsync_directory, image_info
+from .keys import SealedKey
 from .readers import Readers
 from .replica_state import ReplicaState
 from .schema import SEARCH_TRIGGERS, migrate, register_functions
@@ -202,7 +204,7 @@ _NEXT_NUMBER = (
 # The workstation's own tables, kept when the replicated ones are replaced by an
 # image. Not pending_effects: they describe the old replica's rows; the replay
 # makes them again.
-LOCAL_TABLES = ("outbox", "leases", "sync_issues", "clerk_cache")
+LOCAL_TABLES = ("outbox", "leases", "sync_issues", "clerk_cache", "clerk_keys")
 
 
 @contextmanager
@@ -297,6 +299,9 @@ class LocalStore:
         self._fail_before_outbox: Callable[[], None] | None = None  # tests inject faults here
         self._rebase_due = False  # an op left the view since the last rebase
         self._device_id = ""
+        # the signing keys of the clerks logged in here, unsealed at login
+        # (domain.signing): each op is signed with its clerk's at commit
+        self._signers: dict[str, SigningKey] = {}
         self._checkpointer: sqlite3.Connection | None = None
         # Guards the checkpointer, which the engine uses without the store's lock.
         self._checkpoint_lock = threading.Lock()
@@ -648,10 +653,13 @@ class LocalStore:
             at=ctx.at,
             hlc=self.hlc.now(),
         )
+        signer = self._signers.get(ctx.actor.clerk_id)
+        if signer is not None:
+            op = op.signed_by(signer, ctx.actor.device_id)
         self.conn.execute(
             "INSERT INTO outbox (client_seq, op_id, kind, payload, args_hash, clerk_id, clerk_roles, "
-            "at, hlc, created_mono, state, local_outcome, local_result) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "at, hlc, created_mono, state, local_outcome, local_result, key_id, signature) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 op.client_seq,
                 op.op_id,
@@ -666,6 +674,8 @@ class LocalStore:
                 PENDING,
                 outcome.outcome,
                 to_json(outcome.result),
+                op.key_id,
+                op.signature,
             ),
         )
         return op
@@ -1294,9 +1304,21 @@ class LocalStore:
         return clerk
 
     def cache_clerk(
-        self, *, username: str, clerk_id: str, name: str, roles: list[str], verifier: str, at: str
+        self,
+        *,
+        username: str,
+        clerk_id: str,
+        name: str,
+        roles: list[str],
+        verifier: str,
+        at: str,
+        sealed_key: SealedKey | None = None,
     ) -> None:
+        """What an offline login needs, kept at an online one: the verifier,
+        and the clerk's signing key if it is new (sealed under the password)."""
         with self.transaction():
+            if sealed_key is not None:
+                self.keep_sealed_key(clerk_id, sealed_key)
             self.conn.execute(
                 "INSERT INTO clerk_cache (username, clerk_id, name, roles, verifier, last_online_login, "
                 "failed_attempts, locked_until) VALUES (?, ?, ?, ?, ?, ?, 0, NULL) "
@@ -1305,6 +1327,49 @@ class LocalStore:
                 "last_online_login = excluded.last_online_login, failed_attempts = 0, locked_until = NULL",
                 (username, clerk_id, name, json.dumps(roles), verifier, at),
             )
+
+    # -- the clerks' signing keys (domain.signing, local_db.keys) ------------
+
+    def sign_as(self, clerk_id: str, key: SigningKey) -> None:
+        """From now on, sign ``clerk_id``'s ops with ``key`` (unsealed at login)."""
+        self._signers[clerk_id] = key
+
+    def stop_signing(self, clerk_id: str) -> None:
+        """The clerk logged out: their key leaves memory."""
+        self._signers.pop(clerk_id, None)
+
+    def sealed_key(self, clerk_id: str) -> SealedKey | None:
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT key_id, public_key, salt, nonce, sealed FROM clerk_keys WHERE clerk_id = ?",
+                (clerk_id,),
+            ).fetchone()
+        return SealedKey(*row) if row is not None else None
+
+    def keep_sealed_key(self, clerk_id: str, sealed: SealedKey) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO clerk_keys (clerk_id, key_id, public_key, salt, nonce, "
+                "sealed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    clerk_id,
+                    sealed.key_id,
+                    sealed.public_key,
+                    sealed.salt,
+                    sealed.nonce,
+                    sealed.sealed,
+                    self.clock().isoformat(timespec="seconds"),
+                ),
+            )
+
+    def unsigned_through(self) -> int:
+        """The last op made before this workstation signed ops (release 0.1), or 0:
+        told the server once, at the first login that registers a key."""
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(client_seq), 0) FROM outbox WHERE signature IS NULL"
+            ).fetchone()
+        return int(row[0])
 
     def note_login_failure(self, username: str, *, attempts_allowed: int, locked_until: str) -> int:
         """Count a failed offline login; lock the clerk out once the limit is reached."""
@@ -1351,6 +1416,8 @@ def _outbox_entry(row: sqlite3.Row, device_id: str | None) -> OutboxEntry:
             at=row["at"],
             hlc=row["hlc"],
             withdrawn=bool(row["withdrawn"]),
+            key_id=row["key_id"],
+            signature=row["signature"],
         ),
         clerk_roles=_roles(row["clerk_roles"]),
         state=row["state"],

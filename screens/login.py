@@ -1,6 +1,6 @@
-"""Login: online against the central server; offline against the verifier
-cached at this workstation's last online login, within the policy's window;
-locked after repeated failures."""
+"""Login: online against the central server; offline with the signing key
+sealed under the password at this workstation's last online login, within the
+policy's window; locked after repeated failures."""
 
 from __future__ import annotations
 

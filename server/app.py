@@ -55,6 +55,7 @@ from sync.protocol import (
 from .auth import AuthError, AuthService, Device, Session
 from .checkpoint import WalCheckpointer
 from .db import is_sqlite, make_engine, utc_now
+from .keys import register_key
 from .leases import HighWater, LeaseRefused, grant_lease, reassert_leases
 from .migrate import check_schema
 from .migrate import migrate as migrate_schema
@@ -254,6 +255,15 @@ def create_app(
     @app.post("/auth/login", response_model=LoginResponse)
     def login(body: LoginRequest, device: Annotated[Device, Depends(device_of)]) -> LoginResponse:
         token, expires, session = auth.login(device, body.username, body.password)
+        if body.signing_key is not None:  # the password is checked: the key is this clerk's
+            register_key(
+                engine,
+                session.clerk_id,
+                device.device_id,
+                body.signing_key,
+                body.unsigned_through,
+                auth.audit_in,
+            )
         return LoginResponse(
             session_token=token,
             expires_at=expires,

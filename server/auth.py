@@ -234,6 +234,7 @@ class AuthService:
                         token_hash=token_hash(token),
                         enrolled_at=utc_now(),
                         active=1,
+                        unsigned_through=0,  # signs every op (domain.signing)
                     )
                 )
                 conn.execute(
@@ -382,6 +383,18 @@ class AuthService:
     ) -> None:
         with writer(self.engine) as conn, conn.begin():
             self._audit(conn, clerk_id, device_id, action, target, outcome, detail)
+
+    def audit_in(
+        self,
+        conn: Connection,
+        clerk_id: str | None,
+        device_id: str | None,
+        action: str,
+        target: str,
+        outcome: str,
+    ) -> None:
+        """Write an audit record in the caller's transaction ``conn``."""
+        self._audit(conn, clerk_id, device_id, action, target, outcome)
 
     @staticmethod
     def _audit(

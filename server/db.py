@@ -95,6 +95,20 @@ devices = Table(
     Column("enrolled_at", String(40), nullable=False),
     Column("last_seen_at", String(40)),
     Column("active", Integer, nullable=False, default=1),
+    # the last op it made before it signed ops; NULL: not said yet (0.1)
+    Column("unsigned_through", BigInteger),
+)
+
+# each clerk's public signing keys, one a workstation (domain.signing)
+clerk_keys = Table(
+    "clerk_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("clerk_id", String(40), nullable=False),
+    Column("device_id", String(40), nullable=False),
+    Column("public_key", String(64), nullable=False),
+    Column("registered_at", String(40), nullable=False),
+    Index("clerk_keys_clerk_device", "clerk_id", "device_id"),
 )
 
 enrollment_codes = Table(

@@ -59,6 +59,7 @@ from .db import (
     utc_now,
     writer,
 )
+from .keys import KeyRing, signature_refusal
 from .raw import RawSql, pg_placeholders, upsert_sql
 from .state import ServerState
 
@@ -77,7 +78,9 @@ _INSERT_CHANGE = (
 # epoch its answer names, the policy its decisions use, the device's sequence
 _SETTINGS_SQL = (
     "SELECT key, value FROM meta WHERE key IN ('epoch', 'policy') "
-    "UNION ALL SELECT 'last_seq', CAST(MAX(client_seq) AS TEXT) FROM ops WHERE device_id = ?"
+    "UNION ALL SELECT 'last_seq', CAST(MAX(client_seq) AS TEXT) FROM ops WHERE device_id = ? "
+    "UNION ALL SELECT 'unsigned_through', CAST(unsigned_through AS TEXT) FROM devices "
+    "WHERE device_id = ?"
 )
 _STORED_SQL = (
     "SELECT op_id, device_id, args_hash, status, code, params, result, change_seq "
@@ -217,6 +220,8 @@ class _Batch:
     clerks: dict[str, Clerk | None]
     policy: Policy
     applied_at: str
+    keys: KeyRing  # the clerks' signing keys the batch names
+    unsigned_through: int | None  # the device's last op made before it signed
 
 
 @dataclass
@@ -353,7 +358,7 @@ class SyncService:
             session = session_of(sql, device_token, bearer, lock_device=True)
             request = parse_push(body)
             # epoch, policy and the device's last op, read once for the check and the batch
-            settings = dict(sql.all(_SETTINGS_SQL, (session.device_id,)))
+            settings = dict(sql.all(_SETTINGS_SQL, (session.device_id, session.device_id)))
             if replica is not None:
                 self.verify(conn, session.device_id, replica, settings)
             device_time = _parse_time(request.device_time)
@@ -404,6 +409,12 @@ class SyncService:
             clerks={pusher.clerk_id: pusher},
             policy=policy,
             applied_at=utc_now(),
+            keys=KeyRing(sql),
+            unsigned_through=(
+                int(settings["unsigned_through"])
+                if settings.get("unsigned_through") is not None
+                else None
+            ),
         )
         try:
             results, log_rows = self._apply_ops(sql, run, careful=careful)
@@ -461,6 +472,13 @@ class SyncService:
                 continue
             if op.withdrawn:  # refused before a restore lost the answer: never applied
                 result = _rejected(op.op_id, Rejection(code="withdrawn"))
+                log_rows.record(device_id, pushed_by, op, result, applied_at)
+                results.append(result)
+                last_seq = op.client_seq
+                continue
+            refusal = signature_refusal(run.keys, op, device_id, run.unsigned_through)
+            if refusal is not None:  # not the clerk it names: refused, the sequence goes on
+                result = _rejected(op.op_id, refusal)
                 log_rows.record(device_id, pushed_by, op, result, applied_at)
                 results.append(result)
                 last_seq = op.client_seq

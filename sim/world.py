@@ -103,18 +103,20 @@ class Violation:
 
 @contextmanager
 def cheap_passwords() -> Iterator[None]:
-    """Password hashing at its cheapest: a site's argon2 costs ~0.4 s a hash,
-    which the simulation's logins would spend thousands of times over."""
+    """Password hashing and the derivation of the key that seals a clerk's
+    signing key at their cheapest: a site's argon2 costs ~0.25-0.4 s, which
+    the simulation's logins would spend thousands of times over."""
+    import local_db.keys as keys
     import server.auth
-    import workstation.desk.core
 
     cheap = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    saved = server.auth._hasher, workstation.desk.core._hasher
-    server.auth._hasher = workstation.desk.core._hasher = cheap
+    saved = server.auth._hasher, keys.KDF_TIME_COST, keys.KDF_MEMORY_KIB, keys.KDF_PARALLELISM
+    server.auth._hasher = cheap
+    keys.KDF_TIME_COST, keys.KDF_MEMORY_KIB, keys.KDF_PARALLELISM = 1, 64, 1
     try:
         yield
     finally:
-        server.auth._hasher, workstation.desk.core._hasher = saved
+        server.auth._hasher, keys.KDF_TIME_COST, keys.KDF_MEMORY_KIB, keys.KDF_PARALLELISM = saved
 
 
 @contextmanager
@@ -587,6 +589,9 @@ class World:
                         found.append(
                             Violation("a refusal no clerk sees", f"{window.name} {op_id} {code}")
                         )
+                    if code in ("signature_invalid", "op_unsigned"):
+                        # every op is made by the clerk logged in at its window
+                        found.append(Violation("a clerk's own work refused", f"{op_id} {code}"))
                     if code in NUMBER_REFUSALS:
                         # a card or receipt number from this window's leased block
                         # that the server holds to be another's, or used already

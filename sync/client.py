@@ -176,8 +176,22 @@ class SyncClient:
         body = EnrollRequest(code=code, device_name=device_name).model_dump()
         return await self._call("POST", "/devices/enroll", EnrollResponse, json=body)
 
-    async def login(self, username: str, password: str) -> LoginResponse:
-        body = LoginRequest(username=username, password=password).model_dump()
+    async def login(
+        self,
+        username: str,
+        password: str,
+        *,
+        signing_key: bytes | None = None,
+        unsigned_through: int | None = None,
+    ) -> LoginResponse:
+        """Log in; with ``signing_key`` (the clerk's public key on this
+        workstation) the server records it for the clerk (``domain.signing``)."""
+        body = LoginRequest(
+            username=username,
+            password=password,
+            signing_key=signing_key.hex() if signing_key is not None else None,
+            unsigned_through=unsigned_through,
+        ).model_dump(exclude_none=True)
         answer = await self._call("POST", "/auth/login", LoginResponse, json=body)
         self.session_token = answer.session_token
         return answer

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domain.leases import Lease
 from domain.operation import MAX_PAYLOAD_CHARS, Operation
+from domain.signing import PUBLIC_KEY_PATTERN
 
 DEVICE_HEADER = "X-Device-Token"
 MAX_OPS_PER_PUSH = 500
@@ -129,6 +130,19 @@ class EnrollResponse(_Model):
 class LoginRequest(_Model):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
+    signing_key: str | None = Field(
+        default=None,
+        pattern=PUBLIC_KEY_PATTERN,
+        description="the clerk's public Ed25519 key on this workstation (hex), recorded for "
+        "this clerk and device: the clerk's ops are signed with it (domain.signing)",
+    )
+    unsigned_through: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**62,
+        description="the last op this workstation made before it signed ops (release 0.1); "
+        "taken once, at the first login that registers a key on the device",
+    )
 
 
 class ClerkInfo(_Model):

@@ -218,15 +218,21 @@ def test_a_database_of_0_1_0_is_stamped_then_upgraded(
             f"upgraded {BASELINE} -> {with_a_later_revision}"
         )
         after = table_contents(engine)
-        assert after.keys() == (before.keys() - {"number_blocks"}) | {"leases", "shifts"}
+        assert after.keys() == (before.keys() - {"number_blocks"}) | {
+            "leases",
+            "shifts",
+            "clerk_keys",
+        }
         assert blocks_as_leases(before["number_blocks"]) == after["leases"] != []
         assert after["shifts"] == []
+        assert after["clerk_keys"] == []
         # cards gained a column, empty so far; the change log its nonce, which
-        # entries written after the upgrade get
+        # entries written after the upgrade get; devices how far their unsigned
+        # ops go, which they say at their first login with a signing key
         for table, rows in before.items():
             if table == "number_blocks":
                 continue
-            extra = (None,) if table in ("cards", "change_log") else ()
+            extra = (None,) if table in ("cards", "change_log", "devices") else ()
             assert after[table] == [(*row, *extra) for row in rows], table
     finally:
         engine.dispose()

@@ -110,7 +110,7 @@ async def test_the_server_accepts_every_command(central_sqlite: Central, tmp_pat
             clerk_id=clerk.clerk_id,
             at="2026-03-01T09:30:00+08:00",
             hlc="0001772328600000.00000",
-        )
+        ).signed_by(station.desk._key, station.store.device_id)  # type: ignore[arg-type]
         for seq, command in enumerate(EXAMPLES.values(), start=made_here + 1)
     ]
     answer = await station.client.push(

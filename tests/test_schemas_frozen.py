@@ -21,6 +21,7 @@ REPLICA_MIGRATIONS = {
     "m002_general_leases": "e6ee60db8025767ea136cc947d54f5af1e069be525967aba2463e3b6976809ab",
     "m003_shifts": "36a31ae3068f24faccf0ee2f6bd860c37794c2a4ebffda816b5f807a23a3c267",
     "m004_withdrawn_ops": "cf3ddbe86329808a4a148e9517f0827fa1d9b249f6c9e09c670b68fa2ec4a37b",
+    "m005_signed_ops": "7beb53824cd86828f2b9321b2dabe0334d4cfe0bd7fa67931f5dbcfe38ac63cf",
 }
 
 # file in server/migrations/versions -> SHA-256 of its bytes, oldest first; a
@@ -30,6 +31,7 @@ CENTRAL_REVISIONS = {
     "0002_leases_and_shifts.py": "95f555ccbb8376c22f15a7e4a9f8f03f1e4573fee802e8cff2c1022078b83721",
     "0003_one_active_card.py": "5158f9658ae176fb23980f6ce8359a33fd985b43bc8301f3a7c6200557475c5e",
     "0004_change_nonce.py": "b86f64e115e07f55406b93cdb2d83ff4f313cb3162ae17400e3a8cfdda73e173",
+    "0009_clerk_keys.py": "d9fc8fbac22e6fc78f148e94790696bb681a8fc9bfaad6b9f7df8d8c2e118acb",
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from pydantic import ValidationError
 from sqlalchemy import Engine, func, inspect, select
 from ulid import ULID
 
@@ -25,8 +26,9 @@ from domain.cashier.top_up import TopUp
 from domain.commands import Command
 from domain.identity import check_char
 from domain.numbers import card_no_for, receipt_no_for
-from domain.operation import args_hash
+from domain.operation import Operation, args_hash
 from domain.patients.register import RegisterPatient
+from domain.signing import SigningKey
 from server import auth as server_auth
 from server import sync_service
 from server.app import create_app
@@ -69,6 +71,7 @@ class Window:
     device_token: str
     session: str
     clerk_id: str
+    key: SigningKey  # the clerk's signing key on this device, registered at login
     next_seq: int = 1
 
     @property
@@ -116,12 +119,13 @@ async def enroll(server: Server, name: str = "window-1") -> tuple[str, str]:
     return body["device_id"], body["device_token"]
 
 
-async def login(server: Server, device_token: str, username: str) -> httpx.Response:
-    return await server.http.post(
-        "/auth/login",
-        json={"username": username, "password": PASSWORD},
-        headers={DEVICE_HEADER: device_token},
-    )
+async def login(
+    server: Server, device_token: str, username: str, key: SigningKey | None = None
+) -> httpx.Response:
+    body = {"username": username, "password": PASSWORD}
+    if key is not None:
+        body["signing_key"] = key.public_key.hex()
+    return await server.http.post("/auth/login", json=body, headers={DEVICE_HEADER: device_token})
 
 
 async def open_window(
@@ -130,20 +134,26 @@ async def open_window(
     with contextlib.suppress(ValueError):  # the clerk exists already (a second window)
         server.auth.create_clerk(username, username, list(roles), PASSWORD)
     device_id, token = await enroll(server, name)
-    response = await login(server, token, username)
+    key = SigningKey.generate()
+    response = await login(server, token, username, key)
     assert response.status_code == 200, response.text
     body = response.json()
-    return Window(device_id, token, body["session_token"], body["clerk"]["clerk_id"])
+    return Window(device_id, token, body["session_token"], body["clerk"]["clerk_id"], key)
 
 
 async def login_on(server: Server, window: Window, username: str, roles: tuple[str, ...]) -> Window:
     """Another clerk on the same device (same device token and sequence)."""
     server.auth.create_clerk(username, username, list(roles), PASSWORD)
-    response = await login(server, window.device_token, username)
+    key = SigningKey.generate()
+    response = await login(server, window.device_token, username, key)
     assert response.status_code == 200, response.text
     body = response.json()
     return Window(
-        window.device_id, window.device_token, body["session_token"], body["clerk"]["clerk_id"]
+        window.device_id,
+        window.device_token,
+        body["session_token"],
+        body["clerk"]["clerk_id"],
+        key,
     )
 
 
@@ -171,7 +181,8 @@ def wire(
     op_id: str | None = None,
     client_seq: int | None = None,
 ) -> dict[str, Any]:
-    """An op as local_db's outbox sends it; advances the window's sequence."""
+    """An op as local_db's outbox sends it, signed with the window's clerk's
+    key; advances the window's sequence."""
     kind = kind or (command.kind if command is not None else "register_patient")
     if payload is None:
         assert command is not None
@@ -179,7 +190,7 @@ def wire(
     if client_seq is None:
         client_seq = window.next_seq
         window.next_seq += 1
-    return {
+    op = {
         "op_id": op_id or str(ULID()),
         "client_seq": client_seq,
         "kind": kind,
@@ -189,6 +200,16 @@ def wire(
         "at": now(),
         "hlc": "0",
     }
+    return signed(op, window.key, window.device_id)
+
+
+def signed(op: dict[str, Any], key: SigningKey, device_id: str) -> dict[str, Any]:
+    """``op`` (a wire dict) with ``key``'s signature (as it is, if it is not an op)."""
+    try:
+        signed_op = Operation.model_validate(op).signed_by(key, device_id)
+    except ValidationError:
+        return op
+    return {**op, "key_id": signed_op.key_id, "signature": signed_op.signature}
 
 
 async def push(server: Server, window: Window, *wire_ops: dict[str, Any]) -> list[dict[str, Any]]:
@@ -700,7 +721,7 @@ async def test_bad_ops_are_rejected_and_the_sequence_still_advances(server: Serv
         ("rejected", "command_malformed"),
         ("rejected", "command_unknown"),
         ("rejected", "command_malformed"),
-        ("rejected", "clerk_unknown"),
+        ("rejected", "signature_invalid"),  # the window's clerk cannot act as another
         ("applied", None),
     ]
     for result in results[:-1]:
@@ -725,7 +746,7 @@ async def test_rejected_ops_in_separate_pushes_advance_the_sequence(server: Serv
 async def test_op_with_a_naive_timestamp_is_malformed(server: Server) -> None:
     window = await open_window(server)
     op = wire(window, register_cmd())
-    op["at"] = "2024-06-01T10:00:00"  # no offset
+    op = signed({**op, "at": "2024-06-01T10:00:00"}, window.key, window.device_id)  # no offset
     [result] = await push(server, window, op)
     assert result["status"] == "rejected" and result["code"] == "command_malformed"
 
@@ -989,7 +1010,9 @@ async def test_op_uses_the_roles_of_its_clerk_not_of_the_session(server: Server)
     cashier = await open_window(server)
     _, card, receipt_seq = await patient_with_card(server, cashier)
     server.auth.create_clerk("reg", "reg", ["registrar"], PASSWORD)
-    registrar_id = (await login(server, cashier.device_token, "reg")).json()["clerk"]["clerk_id"]
+    registrar_key = SigningKey.generate()  # the registrar logged in on the cashier's device
+    answer = await login(server, cashier.device_token, "reg", registrar_key)
+    registrar_id = answer.json()["clerk"]["clerk_id"]
     top_up = TopUp(
         transfer_id=str(ULID()),
         card_no=card,
@@ -997,8 +1020,9 @@ async def test_op_uses_the_roles_of_its_clerk_not_of_the_session(server: Server)
         method="cash",
         receipt_no=receipt_no_for(receipt_seq),
     )
-    # pushed under the cashier's session, but made by the registrar (offline)
-    [result] = await push(server, cashier, wire(cashier, top_up, clerk_id=registrar_id))
+    # pushed under the cashier's session, but made (and signed) by the registrar offline
+    made = signed(wire(cashier, top_up, clerk_id=registrar_id), registrar_key, cashier.device_id)
+    [result] = await push(server, cashier, made)
     assert result["code"] == "role_forbidden"
 
 

@@ -27,6 +27,7 @@ from ulid import ULID
 from domain.cashier.issue_card import IssueCard
 from domain.cashier.top_up import TopUp
 from domain.numbers import card_no_for, receipt_no_for
+from domain.signing import SigningKey
 from server.app import create_app
 from server.db import clerks, devices, is_sqlite, make_engine, ops, start_new_epoch, writer
 from sync.protocol import DEVICE_HEADER
@@ -337,9 +338,14 @@ def test_workers_serve_one_device_s_pushes_in_order(db_url: str, tmp_path: Path)
         with httpx.Client(base_url=base, timeout=30) as http:
             enrolled = http.post("/devices/enroll", json={"code": code, "device_name": "w1"})
             device_token = enrolled.json()["device_token"]
+            key = SigningKey.generate()
             login = http.post(
                 "/auth/login",
-                json={"username": "cash", "password": "secret-123"},
+                json={
+                    "username": "cash",
+                    "password": "secret-123",
+                    "signing_key": key.public_key.hex(),
+                },
                 headers={DEVICE_HEADER: device_token},
             ).json()
             window = Window(
@@ -347,6 +353,7 @@ def test_workers_serve_one_device_s_pushes_in_order(db_url: str, tmp_path: Path)
                 device_token,
                 login["session_token"],
                 login["clerk"]["clerk_id"],
+                key,
             )
             for _ in range(12):  # a new connection each: any worker may take it
                 with httpx.Client(base_url=base, timeout=30) as one:

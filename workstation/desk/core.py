@@ -21,16 +21,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
 from domain.commands import Command, parse_command
 from domain.errors import DomainError, Rejection
 from domain.identity import DocumentType, parse_national_id
 from domain.numbers import parse_card_no
 from domain.shifts import MONEY_ROLES, OpenShift
+from domain.signing import SigningKey
 from domain.state import Actor, Policy
 from local_db import pinyin
+from local_db.keys import SealedKey, seal, unseal
 from local_db.search import PatientHit
 from local_db.store import (
     CommandRejected,
@@ -42,11 +41,11 @@ from local_db.store import (
 )
 from sync.client import Offline, Refused, ServerBusy, SyncClient, SyncError, Unauthorised
 from sync.engine import Progress, SyncEngine, SyncStatus
+from sync.protocol import LoginResponse
 from sync.transports import SwitchableTransport
 
 log = logging.getLogger(__name__)
 
-_hasher = PasswordHasher()
 ACK_WAIT_S = 2.0  # online, wait this long for the server before printing a receipt
 
 __all__ = [
@@ -170,6 +169,7 @@ class Desk:
         self.engine.on_status = self._engine_status
         self.clerk: ClerkSession | None = None
         self._password: str | None = None  # in memory only, to log in again after an outage
+        self._key: SigningKey | None = None  # the clerk's signing key, unsealed at login
         self._listeners: list[Callable[[], None]] = []
         self._replica_ready = False
         self.shift_id: str | None = None  # the clerk's shift: the money taken belongs to it
@@ -242,20 +242,22 @@ class Desk:
                 "login_empty", "请输入用户名和密码。", "Enter your username and password."
             )
         try:
-            answer = await self.client.login(username, password)
+            answer, key, new_key = await self._login_online(username, password)
         except (Offline, ServerBusy):
             offline = await asyncio.to_thread(self._offline_login, username, password)
             self._settle(None)
             return offline
         except (Unauthorised, Refused) as exc:
             raise LoginFailed(exc.code, exc.message_zh, exc.message_en) from None
-        verifier = await asyncio.to_thread(_hasher.hash, password)
         clerk = answer.clerk
         policy = Policy.from_dict(answer.policy)
+        self.store.sign_as(clerk.clerk_id, key)
+        self._key = key
         self.clerk = ClerkSession(
             clerk.clerk_id, clerk.username, clerk.name, frozenset(clerk.roles), "online"
         )
         self._password = password
+        device_id = self.store.device_id
 
         def remember() -> None:
             self.store.cache_clerk(
@@ -263,8 +265,15 @@ class Desk:
                 clerk_id=clerk.clerk_id,
                 name=clerk.name,
                 roles=clerk.roles,
-                verifier=verifier,
+                # the sealed key is the offline password check now (local_db.keys);
+                # release 0.1's verifier column stays, empty
+                verifier="",
                 at=self.store.clock().isoformat(timespec="seconds"),
+                sealed_key=(
+                    seal(new_key, password, clerk.clerk_id, device_id)
+                    if new_key is not None
+                    else None
+                ),
             )
             self.store.set_policy(policy)
 
@@ -273,8 +282,52 @@ class Desk:
         self._notify()
         return self.clerk
 
+    async def _login_online(
+        self, username: str, password: str
+    ) -> tuple[LoginResponse, SigningKey, SigningKey | None]:
+        """Log in at the server with the clerk's signing key here
+        (``domain.signing``): the one sealed at an earlier login, unsealed
+        while the server checks the password, or a new one. The login records
+        its public half for the clerk. Returns the answer, the key, and the
+        key again if it is new (to be sealed)."""
+        device_id = self.store.device_id
+        clerk_id, sealed, unsigned_through = await asyncio.to_thread(self._held_key, username)
+        unsealing = (
+            asyncio.ensure_future(asyncio.to_thread(unseal, sealed, password, clerk_id, device_id))
+            if sealed is not None and clerk_id is not None
+            else None
+        )
+        try:
+            fresh = SigningKey.generate() if sealed is None else None
+            public = (fresh or sealed).public_key  # type: ignore[union-attr]
+            answer = await self.client.login(
+                username, password, signing_key=public, unsigned_through=unsigned_through
+            )
+            key = await unsealing if unsealing is not None else fresh
+            if key is not None and clerk_id == answer.clerk.clerk_id:
+                return answer, key, fresh
+        finally:
+            if unsealing is not None and not unsealing.done():
+                unsealing.cancel()
+        # the password changed since the key was sealed (or the username is
+        # another clerk's now): a new key, registered anew
+        fresh = SigningKey.generate()
+        answer = await self.client.login(
+            username, password, signing_key=fresh.public_key, unsigned_through=unsigned_through
+        )
+        return answer, fresh, fresh
+
+    def _held_key(self, username: str) -> tuple[str | None, SealedKey | None, int]:
+        """The clerk's id and sealed key here, if they logged in here before,
+        and the last op this workstation made unsigned."""
+        cached = self.store.cached_clerk(username)
+        clerk_id = cached["clerk_id"] if cached is not None else None
+        sealed = self.store.sealed_key(clerk_id) if clerk_id is not None else None
+        return clerk_id, sealed, self.store.unsigned_through()
+
     def _offline_login(self, username: str, password: str) -> ClerkSession:
-        """Log in against the verifier cached at this workstation's last online login."""
+        """Log in with the signing key sealed at this workstation's last online login:
+        the password that opens it is the clerk's."""
         policy = self.store.policy()
         now = self.store.clock()
         cached = self.store.cached_clerk(username)
@@ -299,9 +352,20 @@ class Desk:
                 f"Your last online login here is more than {policy.offline_login_days} days ago; "
                 "offline login is not allowed.",
             )
-        try:
-            _hasher.verify(cached["verifier"], password)
-        except (VerificationError, InvalidHashError):
+        sealed = self.store.sealed_key(cached["clerk_id"])
+        if sealed is None:  # cached by release 0.1, before clerks signed their work
+            raise LoginFailed(
+                "offline_no_key",
+                "中心服务器不可达：您在本机升级后还未联网登录过，暂不能离线办理业务。请联网后登录一次。",
+                "The central server is unreachable: you have not logged in online at this "
+                "workstation since it was upgraded, so you cannot work offline yet. Log in once "
+                "while the server is reachable.",
+            )
+        # the key opens with the password of the clerk's last online login
+        # here, which the verifier beside it was made from: opening it is the
+        # password check (one Argon2 derivation, not two)
+        key = unseal(sealed, password, cached["clerk_id"], self.store.device_id)
+        if key is None:
             until = (now + timedelta(minutes=policy.lockout_minutes)).isoformat(timespec="seconds")
             attempts = self.store.note_login_failure(
                 username, attempts_allowed=policy.login_attempts, locked_until=until
@@ -311,12 +375,12 @@ class Desk:
                     "login_locked",
                     f"登录失败次数过多，已锁定至 {until[11:16]}。",
                     f"Too many failed logins; locked until {until[11:16]}.",
-                ) from None
-            raise LoginFailed(
-                "login_failed", "用户名或密码错误。", "Wrong username or password."
-            ) from None
+                )
+            raise LoginFailed("login_failed", "用户名或密码错误。", "Wrong username or password.")
         if cached["failed_attempts"] or cached["locked_until"]:
             self.store.clear_login_failures(username)  # a write only when there is one to clear
+        self.store.sign_as(cached["clerk_id"], key)
+        self._key = key
         self.clerk = ClerkSession(
             cached["clerk_id"], username, cached["name"], frozenset(cached["roles"]), "offline"
         )
@@ -329,7 +393,11 @@ class Desk:
         if self.clerk is None or self._password is None or self.network_cut:
             return False
         try:
-            answer = await self.client.login(self.clerk.username, self._password)
+            answer = await self.client.login(
+                self.clerk.username,
+                self._password,
+                signing_key=self._key.public_key if self._key is not None else None,
+            )
         except Unauthorised:
             return False
         except SyncError:
@@ -389,6 +457,9 @@ class Desk:
 
     async def logout(self) -> None:
         await self.current_shift()  # let an opening finish: it is the clerk's
+        if self.clerk is not None:
+            self.store.stop_signing(self.clerk.clerk_id)
+        self._key = None
         self.clerk = None
         self.shift_id = None  # still open: the clerk's next login here carries on in it
         self._shift_task = None
