@@ -73,6 +73,7 @@ class SyncError(Exception):
         message_en: str,
         status: int | None = None,
         detail: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message_en)
         self.code, self.message_zh, self.message_en, self.status = (
@@ -82,6 +83,7 @@ class SyncError(Exception):
             status,
         )
         self.detail = detail  # the server's details of a refusal, when it gave any
+        self.retry_after = retry_after  # seconds, from the answer's Retry-After
 
     def message(self, lang: str) -> str:
         return self.message_en if lang.startswith("en") else self.message_zh
@@ -115,6 +117,8 @@ class SyncClient:
         self.base_url = base_url.rstrip("/")
         self.device_token = device_token
         self.session_token: str | None = None
+        # the roles of the clerk whose session this is (None: not known)
+        self.roles: frozenset[str] | None = None
         self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout)
 
     async def aclose(self) -> None:
@@ -180,6 +184,7 @@ class SyncClient:
         body = LoginRequest(username=username, password=password).model_dump()
         answer = await self._call("POST", "/auth/login", LoginResponse, json=body)
         self.session_token = answer.session_token
+        self.roles = frozenset(answer.clerk.roles)
         return answer
 
     async def logout(self) -> None:
@@ -188,6 +193,7 @@ class SyncClient:
                 await self._request("POST", "/auth/logout")
             finally:
                 self.session_token = None
+                self.roles = None
 
     async def lease(self, kind: str, resource: str, count: int) -> Lease:
         body = LeaseRequest(kind=kind, resource=resource, count=count).model_dump()
@@ -316,8 +322,10 @@ def _raise_for(response: httpx.Response) -> None:
             f"服务器返回错误 {status}。",
             f"The server answered {status}.",
         )
+    retry = response.headers.get("retry-after", "")
+    retry_after = float(retry) if retry.isdigit() else None
     if status == 401:
         raise Unauthorised(code, zh, en, status)
     if status >= 500 or status == 429:
-        raise ServerBusy(code, zh, en, status)
+        raise ServerBusy(code, zh, en, status, retry_after=retry_after)
     raise Refused(code, zh, en, status, detail)

@@ -218,9 +218,13 @@ def test_a_database_of_0_1_0_is_stamped_then_upgraded(
             f"upgraded {BASELINE} -> {with_a_later_revision}"
         )
         after = table_contents(engine)
-        assert after.keys() == (before.keys() - {"number_blocks"}) | {"leases", "shifts"}
+        assert after.keys() == (before.keys() - {"number_blocks"}) | {
+            "leases",
+            "shifts",
+            "lease_tallies",
+        }
         assert blocks_as_leases(before["number_blocks"]) == after["leases"] != []
-        assert after["shifts"] == []
+        assert after["shifts"] == after["lease_tallies"] == []
         # cards gained a column, empty so far; the change log its nonce, which
         # entries written after the upgrade get
         for table, rows in before.items():
