@@ -156,10 +156,17 @@ class BodyLimit:
 
 
 def create_app(
-    engine: Engine | str, snapshot_dir: Path | None = None, *, migrate: bool = False
+    engine: Engine | str,
+    snapshot_dir: Path | None = None,
+    *,
+    migrate: bool = False,
+    docs: bool = False,
 ) -> FastAPI:
     """The server app over ``engine`` (or a database URL). Replica images are
     kept in ``snapshot_dir`` (default: see ``server.snapshots.default_directory``).
+    ``docs``: serve the interactive API pages (/docs, /redoc), which load
+    their scripts from a public CDN and invite trying requests against the
+    live server; off by default (/openapi.json is always there).
 
     The database must be at the newest schema revision: else this raises
     ``SchemaNotCurrent``, whose message names the command that migrates it
@@ -193,6 +200,8 @@ def create_app(
         title="Hospital window central server",
         version="1",
         description="Central server for the admission, exam registration and cashier workstations.",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.state.engine = engine
     app.state.auth = auth

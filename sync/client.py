@@ -9,6 +9,7 @@ a clear message for the clerk).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -113,13 +114,22 @@ class SyncClient:
         device_token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 15.0,
+        cafile: str | None = None,
     ) -> None:
+        """``cafile``: the certificate(s), PEM, of a private certificate
+        authority that signed an https:// server's certificate (instead of
+        the system's trusted authorities)."""
         self.base_url = base_url.rstrip("/")
         self.device_token = device_token
         self.session_token: str | None = None
         # the roles of the clerk whose session this is (None: not known)
         self.roles: frozenset[str] | None = None
-        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout)
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=cafile) if cafile is not None else True
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, transport=transport, timeout=timeout, verify=verify
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+
+ENV_CA_FILE = "WORKSTATION_CA_FILE"
 
 
 class Settings(BaseModel):
@@ -15,6 +18,14 @@ class Settings(BaseModel):
     hospital_name: str = "示范医院 Demo Hospital"
     secrets: str = Field("keyring", pattern="^(keyring|file)$")
     language: str | None = None  # None: from the locale
+    # a private CA's certificate (PEM) for an https:// server_url; None: the
+    # system's trusted authorities (or $WORKSTATION_CA_FILE)
+    cafile: str | None = None
+
+    def ca_file(self) -> str | None:
+        """The CA certificate to trust for the server: the environment's
+        (``WORKSTATION_CA_FILE``) if set, else the one chosen at enrolment."""
+        return os.environ.get(ENV_CA_FILE) or self.cafile
 
     @staticmethod
     def path(data_dir: Path) -> Path:
