@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from local_db.files import private_directory, private_file
+
 ENV_CA_FILE = "WORKSTATION_CA_FILE"
 
 
@@ -36,5 +38,6 @@ class Settings(BaseModel):
         return cls.model_validate(json.loads(cls.path(data_dir).read_text(encoding="utf-8")))
 
     def save(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(data_dir)
+        private_file(self.path(data_dir))
         self.path(data_dir).write_text(self.model_dump_json(indent=2), encoding="utf-8")
