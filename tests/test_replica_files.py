@@ -100,3 +100,12 @@ async def test_a_workstation_s_data_directory_is_its_owner_s_alone(
             assert loose == {}
         finally:
             await station.close()
+
+
+def test_the_server_s_replica_images_are_its_owner_s_alone(
+    central_sqlite: Central, umask_022: None
+) -> None:
+    images = central_sqlite.app.state.snapshots
+    image = images.build()
+    assert mode(images.directory) == 0o700
+    assert mode(images.directory / image.file) == 0o600
