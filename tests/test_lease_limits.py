@@ -6,6 +6,7 @@ out. The workstation keeps working with what it holds when refused."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -151,6 +152,15 @@ def test_the_limits_hold_under_parallel_requests(db_url: str, limit: str) -> Non
     finally:
         other.dispose()
         central.close()
+
+
+async def test_parallel_requests_over_http_get_exactly_the_limit(server: Server) -> None:
+    save_policy(server.engine, limits(lease_grants_per_minute=5))
+    window = await open_window(server)
+    answers = await asyncio.gather(*(ask(server, window, "receipt") for _ in range(12)))
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [429] * 7
+    firsts = sorted(a.json()["first"] for a in answers if a.status_code == 200)
+    assert firsts == [1, 11, 21, 31, 41]  # one block each, none twice
 
 
 async def test_leases_held_cannot_mint_numbers(server: Server) -> None:
