@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 
 from domain.numbers import Series
-from domain.state import Actor
+from domain.state import Actor, Policy
 from local_db.store import LocalStore
 from server.app import create_app
 from server.checkpoint import QUIET_S, WalCheckpointer
-from server.db import make_engine
+from server.db import make_engine, save_policy
 from server.snapshots import GZIP_LEVEL
 from sync.client import SyncClient
 from sync.engine import SyncEngine, SyncReport
@@ -293,6 +293,8 @@ class Bench:
         central_db = self.setup_server()
         engine = make_engine(f"sqlite:///{central_db}")
         app = create_app(engine)
+        # the bench leases all its numbers at once, more than a day's ceiling
+        save_policy(engine, Policy(lease_grants_per_minute=10**9, lease_numbers_per_day=10**12))
         self.checkpointer: WalCheckpointer = app.state.checkpointer
         station = build_workstation(
             self.work_dir / "replica.db",

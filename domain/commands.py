@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import DomainError, Rejection
+from .numbers import Series
 from .roles import ROLE_NAMES
 from .rows import Row
 from .state import DeskState, OpContext
@@ -68,6 +69,9 @@ class Command(BaseModel):
     kind: ClassVar[str]
     roles: ClassVar[frozenset[str]]  # who may perform it; checked by decide() on both sides
     names: ClassVar[tuple[str, str]]  # (简体中文, English)
+    # the number series (domain.numbers.Series values) its operations take
+    # numbers from: who may run it may lease blocks of them (roles_for_numbers)
+    numbers: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -80,6 +84,8 @@ class Command(BaseModel):
         unknown = set(cls.roles) - set(ROLE_NAMES)
         if not cls.roles or unknown:
             raise TypeError(f"{cls.__name__}: roles {sorted(cls.roles)} (unknown: {unknown})")
+        if not cls.numbers <= {s.value for s in Series}:
+            raise TypeError(f"{cls.__name__}: numbers {sorted(cls.numbers)} (not all a Series)")
         COMMANDS[cls.kind] = cls
 
     def decide(self, state: DeskState, ctx: OpContext) -> Decision:
@@ -90,6 +96,16 @@ class Command(BaseModel):
         """What the operation was about (patient, card, amount, receipt...),
         for the Sync issues screen and receipts."""
         raise NotImplementedError(f"{type(self).__name__} has no summary")
+
+
+def roles_for_numbers(series: str) -> frozenset[str]:
+    """The roles that may lease blocks of number ``series``: those of the
+    commands that take numbers of it (a card number to issue a card, a receipt
+    number to take money). A clerk of no such role has no use for them, and
+    the server grants them none. Complete once ``domain.areas`` is imported."""
+    return frozenset(
+        role for command in COMMANDS.values() if series in command.numbers for role in command.roles
+    )
 
 
 def parse_command(kind: str, payload: dict[str, Any]) -> Command:

@@ -31,6 +31,10 @@ class Policy:
     offline_login_days: int = 7  # a clerk may log in offline this long after an online login
     login_attempts: int = 5  # failed attempts before lockout
     lockout_minutes: int = 15
+    # number blocks (card and receipt numbers): grants a workstation may ask
+    # for in a minute, and numbers it may be granted in a UTC day (all series)
+    lease_grants_per_minute: int = 10
+    lease_numbers_per_day: int = 20_000
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

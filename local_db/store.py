@@ -46,6 +46,7 @@ from domain.shifts import open_shift_of
 from domain.signing import SigningKey
 from domain.state import Actor, OpContext, Policy
 
+from .files import private_database
 from .image import IMAGE_KEYS, SCHEMA_ID, fsync_directory, image_info
 from .keys import SealedKey
 from .readers import Readers
@@ -319,6 +320,8 @@ class LocalStore:
         """Connect to the replica file and bring its schema up to date. Everything
         that reads through the connection (ReplicaState) is made here too, so a
         new connection (after install_image) reaches all of it."""
+        if self.path != ":memory:":
+            private_database(self.path)  # patients' data, clerks' password hashes
         self.conn = sqlite3.connect(self.path, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
         if self.path != ":memory:":

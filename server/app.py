@@ -157,10 +157,17 @@ class BodyLimit:
 
 
 def create_app(
-    engine: Engine | str, snapshot_dir: Path | None = None, *, migrate: bool = False
+    engine: Engine | str,
+    snapshot_dir: Path | None = None,
+    *,
+    migrate: bool = False,
+    docs: bool = False,
 ) -> FastAPI:
     """The server app over ``engine`` (or a database URL). Replica images are
     kept in ``snapshot_dir`` (default: see ``server.snapshots.default_directory``).
+    ``docs``: serve the interactive API pages (/docs, /redoc), which load
+    their scripts from a public CDN and invite trying requests against the
+    live server; off by default (/openapi.json is always there).
 
     The database must be at the newest schema revision: else this raises
     ``SchemaNotCurrent``, whose message names the command that migrates it
@@ -194,6 +201,8 @@ def create_app(
         title="Hospital window central server",
         version="1",
         description="Central server for the admission, exam registration and cashier workstations.",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.state.engine = engine
     app.state.auth = auth
@@ -288,9 +297,22 @@ def create_app(
         auth.record(session.clerk_id, session.device_id, "logout", session.username, "ok")
 
     def granted(session: Session, kind: str, resource: str, count: int) -> Lease:
-        lease = grant_lease(
-            engine, session.device_id, kind, resource, count, session.clerk_id, high_water
-        )
+        target = f"{kind}:{resource}"
+        try:
+            lease = grant_lease(
+                engine,
+                session.device_id,
+                kind,
+                resource,
+                count,
+                session.clerk_id,
+                high_water,
+                roles=session.roles,
+            )
+        except LeaseRefused as exc:
+            if exc.status in (403, 429):  # the limits: who asked, and for what
+                refused(session, "lease", f"{target}:{count}", exc)
+            raise
         what = (
             f"{lease.first}-{lease.last}"
             if lease.first is not None
@@ -298,8 +320,23 @@ def create_app(
             if lease.ids is not None
             else str(lease.quantity)
         )
-        auth.record(session.clerk_id, session.device_id, "lease", f"{kind}:{resource}:{what}", "ok")
+        auth.record(session.clerk_id, session.device_id, "lease", f"{target}:{what}", "ok")
         return lease
+
+    def refused(session: Session, action: str, target: str, exc: LeaseRefused) -> None:
+        auth.record(session.clerk_id, session.device_id, action, target, "refused", exc.code)
+
+    def lease_refused(exc: LeaseRefused) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return _error(exc.status, exc.code, exc.zh, exc.en, headers=headers)
+
+    limited: dict[int | str, dict[str, Any]] = {
+        403: {"model": ErrorBody, "description": "the clerk's roles use no numbers of the series"},
+        429: {
+            "model": ErrorBody,
+            "description": "too many grants this minute, or numbers today (Retry-After)",
+        },
+    }
 
     @app.post(
         "/leases",
@@ -307,34 +344,43 @@ def create_app(
         responses={
             409: {"model": ErrorBody, "description": "nothing left to lease"},
             422: {"model": ErrorBody, "description": "unknown kind or resource, or too many"},
+            **limited,
         },
     )
     def lease(body: LeaseRequest, session: Annotated[Session, Depends(session_of)]) -> Any:
         """Lease ``count`` of ``resource`` of ``kind`` (``domain.leases``) to
-        the session's workstation."""
+        the session's workstation. Number blocks: only to a clerk whose roles
+        use numbers of the series, within the policy's limits per device."""
         try:
             return LeaseGrant.of(granted(session, body.kind, body.resource, body.count))
         except LeaseRefused as exc:
-            return _error(exc.status, exc.code, exc.zh, exc.en)
+            return lease_refused(exc)
 
-    @app.post("/leases/held", response_model=LeasesKept)
+    @app.post("/leases/held", response_model=LeasesKept, responses={429: limited[429]})
     def leases_held(body: LeasesHeld, session: Annotated[Session, Depends(session_of)]) -> Any:
         """The number blocks this workstation holds, told again after a restore
         from a backup: those the server forgot are recorded again (and their
-        series' counter moved past them) unless they overlap another's."""
+        series' counter moved past them) unless they overlap another's or were
+        never handed out. Counted against the device's lease limits."""
         held = [grant.lease() for grant in body.leases]
-        kept, refused = reassert_leases(engine, session.device_id, held, high_water)
+        try:
+            kept, refused_ids = reassert_leases(engine, session.device_id, held, high_water)
+        except LeaseRefused as exc:
+            refused(session, "leases_held", f"{len(held)} blocks", exc)
+            return lease_refused(exc)
         auth.record(
             session.clerk_id,
             session.device_id,
             "leases_held",
-            f"{len(kept)} kept, {len(refused)} refused",
-            "refused" if refused else "ok",
-            ",".join(refused)[:2000] or None,
+            f"{len(kept)} kept, {len(refused_ids)} refused",
+            "refused" if refused_ids else "ok",
+            ",".join(refused_ids)[:2000] or None,
         )
-        return LeasesKept(kept=kept, refused=refused)
+        return LeasesKept(kept=kept, refused=refused_ids)
 
-    @app.post("/leases/numbers", response_model=NumberBlockResponse, deprecated=True)
+    @app.post(
+        "/leases/numbers", response_model=NumberBlockResponse, deprecated=True, responses=limited
+    )
     def lease_numbers(
         body: NumberBlockRequest, session: Annotated[Session, Depends(session_of)]
     ) -> Any:
@@ -342,7 +388,7 @@ def create_app(
         try:
             lease = granted(session, NUMBER_BLOCK, body.series, body.count)
         except LeaseRefused as exc:
-            return _error(exc.status, exc.code, exc.zh, exc.en)
+            return lease_refused(exc)
         assert lease.first is not None and lease.last is not None
         return NumberBlockResponse(
             lease_id=lease.lease_id,

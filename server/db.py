@@ -208,6 +208,17 @@ leases = Table(
 )
 Index("leases_device", leases.c.kind, leases.c.resource, leases.c.device_id)
 
+# Number-block grants and numbers granted to each device in a period (a UTC
+# minute, a UTC day): the lease limits (server.leases), counted here so that
+# every server process sees one count, and added to in one statement.
+lease_tallies = Table(
+    "lease_tallies",
+    metadata,
+    Column("device_id", String(40), primary_key=True),
+    Column("period", String(40), primary_key=True),  # "minute:2026-12-02T09:05", "day:2026-12-02"
+    Column("count", BigInteger, nullable=False),
+)
+
 # Requests that are not commands: logins, enrolments, leases, snapshots.
 audit = Table(
     "audit",

@@ -11,17 +11,23 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, time, timedelta
+from math import ceil
 from pathlib import Path
 
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ulid import ULID
 
+from domain.commands import roles_for_numbers
 from domain.leases import LEASE_KINDS, NUMBER_BLOCK, Lease
-from domain.numbers import SERIES_END, Series
+from domain.numbers import SERIES_END, SERIES_NAMES, SERIES_START, Series
+from domain.roles import ROLE_NAMES
 
-from .db import counters, leases, utc_now, writer
+from .db import counters, lease_tallies, leases, load_policy, utc_now, writer
 
 
 class HighWater:
@@ -60,11 +66,15 @@ class HighWater:
 
 
 class LeaseRefused(Exception):
-    """The request cannot be granted; ``status`` is the HTTP status to answer."""
+    """The request cannot be granted; ``status`` is the HTTP status to answer,
+    ``retry_after`` the seconds until asking again can succeed (429)."""
 
-    def __init__(self, status: int, code: str, zh: str, en: str) -> None:
+    def __init__(
+        self, status: int, code: str, zh: str, en: str, retry_after: int | None = None
+    ) -> None:
         super().__init__(en)
         self.status, self.code, self.zh, self.en = status, code, zh, en
+        self.retry_after = retry_after
 
 
 def grant_lease(
@@ -75,8 +85,13 @@ def grant_lease(
     count: int,
     clerk_id: str | None,
     high_water: HighWater | None = None,
+    *,
+    roles: Iterable[str],
 ) -> Lease:
-    """Grant ``count`` of ``resource`` of lease ``kind`` to ``device_id``."""
+    """Grant ``count`` of ``resource`` of lease ``kind`` to ``device_id``, for
+    a clerk of ``roles``: number blocks only to a role whose commands take
+    numbers of that series, within the policy's limits per device (grants a
+    minute, numbers a UTC day)."""
     lease_kind = LEASE_KINDS.get(kind)
     if lease_kind is None:
         raise LeaseRefused(
@@ -103,7 +118,97 @@ def grant_lease(
             "该类别暂不发放。",
             "Leases of this kind are not granted yet.",
         )
-    return grant_number_block(engine, Series(resource), count, device_id, clerk_id, high_water)
+    series = Series(resource)
+    check_roles(series, roles)
+    return grant_number_block(
+        engine,
+        series,
+        count,
+        device_id,
+        clerk_id,
+        high_water,
+        charge=lambda conn: charge_limits(conn, device_id, grants=1, numbers=count),
+    )
+
+
+def check_roles(series: Series, roles: Iterable[str]) -> None:
+    """Refuse a clerk none of whose roles runs a command taking numbers of
+    ``series`` (``domain.commands.roles_for_numbers``): a registrar has no
+    use for card or receipt numbers, nor an administrator."""
+    allowed = roles_for_numbers(series)
+    if allowed & set(roles):
+        return
+    zh, en = SERIES_NAMES[series]
+    who_zh = "、".join(ROLE_NAMES[r][0] for r in sorted(allowed))
+    who_en = ", ".join(ROLE_NAMES[r][1] for r in sorted(allowed))
+    raise LeaseRefused(
+        403,
+        "lease_role_forbidden",
+        f"当前操作员的角色不使用{zh}，不能领用{zh}号段（限{who_zh}）。",
+        f"The clerk's roles use no {en}s, so no {en} block is granted ({who_en} only).",
+    )
+
+
+def charge_limits(conn: Connection, device_id: str, *, grants: int, numbers: int) -> None:
+    """Count ``grants`` grants this UTC minute and ``numbers`` numbers this UTC
+    day against ``device_id``, in the caller's transaction; refuse (429, with
+    the seconds until the count starts again) past the policy's limits, and
+    the transaction's rollback takes the counts back. Each count is added to
+    and read in one statement, which the database makes atomic: requests
+    reaching several server processes at once are counted one after another."""
+    policy = load_policy(conn)
+    now = datetime.now(UTC)
+    if grants:
+        made = _add(conn, device_id, "minute:" + now.strftime("%Y-%m-%dT%H:%M"), grants)
+        if made > policy.lease_grants_per_minute:
+            raise LeaseRefused(
+                429,
+                "lease_rate_limited",
+                f"本工作站领用号段过于频繁（每分钟最多 {policy.lease_grants_per_minute} 次），"
+                "请稍后再试。",
+                f"This workstation asks for number blocks too often (at most "
+                f"{policy.lease_grants_per_minute} a minute); try again shortly.",
+                retry_after=60 - now.second,
+            )
+    if numbers:
+        total = _add(conn, device_id, "day:" + now.date().isoformat(), numbers)
+        if total > policy.lease_numbers_per_day:
+            midnight = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
+            raise LeaseRefused(
+                429,
+                "lease_daily_ceiling",
+                f"本工作站今日（UTC）领用的号码已达上限 {policy.lease_numbers_per_day} 个；"
+                "请用完手头的号码，或联系信息科。",
+                f"This workstation has reached today's (UTC) ceiling of "
+                f"{policy.lease_numbers_per_day} numbers; use the numbers it holds, or call IT.",
+                retry_after=max(1, ceil((midnight - now).total_seconds())),
+            )
+
+
+def _add(conn: Connection, device_id: str, period: str, amount: int) -> int:
+    """Add ``amount`` to the device's count of ``period``; the new count.
+    Counts of earlier periods are dropped as the first of a new one is made."""
+    insert_ = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    statement = (
+        insert_(lease_tallies)
+        .values(device_id=device_id, period=period, count=amount)
+        .on_conflict_do_update(
+            index_elements=[lease_tallies.c.device_id, lease_tallies.c.period],
+            set_={"count": lease_tallies.c.count + amount},
+        )
+        .returning(lease_tallies.c.count)
+    )
+    count = int(conn.execute(statement).scalar_one())
+    if count == amount:  # a new period: the device's older counts of its kind are done
+        kind = period.partition(":")[0]
+        conn.execute(
+            delete(lease_tallies).where(
+                lease_tallies.c.device_id == device_id,
+                lease_tallies.c.period.like(kind + ":%"),
+                lease_tallies.c.period < period,
+            )
+        )
+    return count
 
 
 def grant_number_block(
@@ -113,11 +218,15 @@ def grant_number_block(
     device_id: str,
     clerk_id: str | None,
     high_water: HighWater | None = None,
+    charge: Callable[[Connection], None] | None = None,
 ) -> Lease:
-    """A block of ``count`` numbers of ``series`` for ``device_id`` (no limit
-    per request: the demo's and the benchmark's seeding use it directly)."""
+    """A block of ``count`` numbers of ``series`` for ``device_id``; ``charge``
+    counts it against the device's limits in the same transaction (without
+    it, no limit: the demo's and the benchmark's seeding use it directly)."""
     name = f"series:{series.value}"
     with (high_water or HighWater(None)).held() as marks, writer(engine) as conn, conn.begin():
+        if charge is not None:
+            charge(conn)
         query = select(counters.c.value).where(counters.c.name == name)
         if conn.dialect.name != "sqlite":
             query = query.with_for_update()
@@ -161,13 +270,18 @@ def reassert_leases(
 ) -> tuple[list[str], list[str]]:
     """A workstation's number blocks, told again after the server was restored
     from a backup (which may have forgotten blocks it granted since). Each one
-    the server does not know is recorded again, and its series' counter moved
-    past it, unless it overlaps a block the server holds (granted again since
-    the restore: a true collision, which the workstation stops using). Returns
-    (kept, refused) lease ids."""
+    the server does not know is recorded again, unless it overlaps a block
+    the server holds (granted again since the restore: a true collision,
+    which the workstation stops using) or lies beyond what the series'
+    counter and high-water mark show was ever handed out (no restore forgot
+    it: nobody was granted it). The call counts as a grant against the
+    device's limits, and what it records again as numbers granted today, so
+    it is no way around them. Returns (kept, refused) lease ids."""
     kept: list[str] = []
     refused: list[str] = []
+    recorded = 0
     with (high_water or HighWater(None)).held() as marks, writer(engine) as conn, conn.begin():
+        charge_limits(conn, device_id, grants=1, numbers=0)
         for lease in held:
             if (
                 lease.kind != NUMBER_BLOCK
@@ -175,7 +289,10 @@ def reassert_leases(
                 or lease.resource not in {s.value for s in Series}
                 or lease.first is None
                 or lease.last is None
-                or not 0 < lease.first <= lease.last <= SERIES_END[Series(lease.resource)]
+                or not SERIES_START[Series(lease.resource)]
+                <= lease.first
+                <= lease.last
+                <= SERIES_END[Series(lease.resource)]
                 or lease.last - lease.first >= LEASE_KINDS[NUMBER_BLOCK].most_at_once
             ):
                 refused.append(lease.lease_id)
@@ -188,6 +305,14 @@ def reassert_leases(
             if known is not None:
                 same = tuple(known) == (device_id, lease.first, lease.last)
                 (kept if same else refused).append(lease.lease_id)
+                continue
+            name = f"series:{lease.resource}"
+            query = select(counters.c.value).where(counters.c.name == name)
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            counter = int(conn.execute(query).scalar_one())
+            if lease.last >= max(counter, marks.get(name, 0)):
+                refused.append(lease.lease_id)  # never handed out: not the workstation's to claim
                 continue
             overlap = conn.execute(
                 select(leases.c.lease_id)
@@ -216,14 +341,12 @@ def reassert_leases(
                     granted_by=None,
                 )
             )
-            name = f"series:{lease.resource}"
-            query = select(counters.c.value).where(counters.c.name == name)
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update()
-            if int(conn.execute(query).scalar_one()) <= lease.last:
+            if counter <= lease.last:  # behind the high-water mark (a restored database)
                 conn.execute(
                     update(counters).where(counters.c.name == name).values(value=lease.last + 1)
                 )
-            marks[name] = max(marks.get(name, 0), lease.last + 1)
+            recorded += lease.last - lease.first + 1
             kept.append(lease.lease_id)
+        if recorded:
+            charge_limits(conn, device_id, grants=0, numbers=recorded)
     return kept, refused

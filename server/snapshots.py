@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import sys
 import tempfile
 import threading
@@ -71,6 +72,17 @@ class StoredImage:
     rows: int
     created_at: str
     build_s: float
+
+
+def _owner_only(directory: Path) -> None:
+    """Make ``directory`` if need be and leave it 0700, whatever the umask: an
+    image is every patient's record (as the workstation's replica, whose
+    files are kept the same way: ``local_db.files``). A directory shared on
+    purpose (the sticky bit) or someone else's is left as it is."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = directory.stat()
+    if not found.st_mode & stat.S_ISVTX and found.st_uid == os.getuid():
+        os.chmod(directory, 0o700)
 
 
 @cache
@@ -168,7 +180,7 @@ class SnapshotImages:
         """Build an image of the current state, publish it and remove all but
         the two newest images (the one before may still be sent to someone)."""
         with self._build_lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.directory)
             self._remove_abandoned()
             started = time.perf_counter()
             created_at = utc_now()
@@ -182,6 +194,7 @@ class SnapshotImages:
                 finally:
                     _return_freed_memory()
                 sha256, size = _compress(db_path, gz_path)
+                os.chmod(gz_path, 0o600)
                 name = f"replica-{epoch}-{cursor}-{secrets.token_hex(4)}"
                 image = StoredImage(
                     file=f"{name}.db.gz",

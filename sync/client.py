@@ -9,6 +9,7 @@ a clear message for the clerk).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -73,6 +74,7 @@ class SyncError(Exception):
         message_en: str,
         status: int | None = None,
         detail: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message_en)
         self.code, self.message_zh, self.message_en, self.status = (
@@ -82,6 +84,7 @@ class SyncError(Exception):
             status,
         )
         self.detail = detail  # the server's details of a refusal, when it gave any
+        self.retry_after = retry_after  # seconds, from the answer's Retry-After
 
     def message(self, lang: str) -> str:
         return self.message_en if lang.startswith("en") else self.message_zh
@@ -111,11 +114,22 @@ class SyncClient:
         device_token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 15.0,
+        cafile: str | None = None,
     ) -> None:
+        """``cafile``: the certificate(s), PEM, of a private certificate
+        authority that signed an https:// server's certificate (instead of
+        the system's trusted authorities)."""
         self.base_url = base_url.rstrip("/")
         self.device_token = device_token
         self.session_token: str | None = None
-        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout)
+        # the roles of the clerk whose session this is (None: not known)
+        self.roles: frozenset[str] | None = None
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=cafile) if cafile is not None else True
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, transport=transport, timeout=timeout, verify=verify
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -194,6 +208,7 @@ class SyncClient:
         ).model_dump(exclude_none=True)
         answer = await self._call("POST", "/auth/login", LoginResponse, json=body)
         self.session_token = answer.session_token
+        self.roles = frozenset(answer.clerk.roles)
         return answer
 
     async def logout(self) -> None:
@@ -202,6 +217,7 @@ class SyncClient:
                 await self._request("POST", "/auth/logout")
             finally:
                 self.session_token = None
+                self.roles = None
 
     async def lease(self, kind: str, resource: str, count: int) -> Lease:
         body = LeaseRequest(kind=kind, resource=resource, count=count).model_dump()
@@ -330,8 +346,10 @@ def _raise_for(response: httpx.Response) -> None:
             f"服务器返回错误 {status}。",
             f"The server answered {status}.",
         )
+    retry = response.headers.get("retry-after", "")
+    retry_after = float(retry) if retry.isdigit() else None
     if status == 401:
         raise Unauthorised(code, zh, en, status)
     if status >= 500 or status == 429:
-        raise ServerBusy(code, zh, en, status)
+        raise ServerBusy(code, zh, en, status, retry_after=retry_after)
     raise Refused(code, zh, en, status, detail)

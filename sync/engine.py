@@ -24,12 +24,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, BinaryIO
 
+from domain.commands import roles_for_numbers
 from domain.leases import NUMBER_BLOCK
 from domain.numbers import Series
 from local_db.image import SCHEMA_ID
 from local_db.store import LocalStore, OutboxEntry, ServerResult
 
-from .client import Offline, Refused, ReplicaMark, SyncClient, SyncError, Unauthorised
+from .client import (
+    Offline,
+    Refused,
+    ReplicaMark,
+    ServerBusy,
+    SyncClient,
+    SyncError,
+    Unauthorised,
+)
 from .protocol import (
     EPOCH_CHANGED,
     MAX_BODY_BYTES,
@@ -121,6 +130,8 @@ STUCK_EN = (
 
 # (refill when fewer than this many are left, how many to ask for)
 NUMBER_STOCK: dict[Series, tuple[int, int]] = {Series.CARD: (50, 200), Series.RECEIPT: (200, 1000)}
+# a number block refused without a Retry-After: asked for again after this long
+LEASE_RETRY_S = 60.0
 
 
 class NotLoggedIn(Exception):
@@ -179,6 +190,8 @@ class SyncReport:
     # the server waits for this device's operation of this sequence number
     # before the ones it deferred; None if nothing was deferred
     waits_for: int | None = None
+    # the server refused number blocks of a series this workstation has none left of
+    out_of_numbers: SyncError | None = None
 
 
 # A push stays well under the server's body limit (413 above it) whatever its
@@ -254,6 +267,14 @@ class SyncEngine:
         self._answers: dict[str, asyncio.Future[ServerResult]] = {}
         self._progress_shown = 0.0
         self._deferred_cycles = 0  # cycles in a row whose ops the server deferred
+        # number blocks refused by the server: not asked for again before this
+        # (time.monotonic()), nor in the same session after a 403; the refusal
+        self.lease_retry: dict[Series, float] = {}
+        self._lease_refused: dict[Series, SyncError] = {}
+        self._lease_session: str | None = None
+        # blocks to tell the server again (after a restore), not before this
+        self._blocks_untold = False
+        self._tell_after = 0.0
 
     # -- status --------------------------------------------------------------
 
@@ -383,6 +404,8 @@ class SyncEngine:
                 report.bootstrapped = True
             await self._push_all(report)
             await self._pull_all(report)
+            if self._blocks_untold and time.monotonic() >= self._tell_after:
+                await self._tell_number_blocks()
             await self._replenish_numbers(report)
         except Unauthorised:
             self.client.session_token = None
@@ -392,13 +415,22 @@ class SyncEngine:
         if stuck:
             # nothing here to send what the server waits for: say so, loudly
             await asyncio.to_thread(self.store.note_stuck, report.waits_for or 0)
+        out = report.out_of_numbers
         self._set_status(
             online=True,
             has_session=True,
             last_success_at=datetime.now().astimezone(),
-            error_code="ops_stuck" if stuck else None,
-            error_zh=STUCK_ZH.format(seq=report.waits_for) if stuck else None,
-            error_en=STUCK_EN.format(seq=report.waits_for) if stuck else None,
+            error_code="ops_stuck" if stuck else out.code if out else None,
+            error_zh=STUCK_ZH.format(seq=report.waits_for)
+            if stuck
+            else out.message_zh
+            if out
+            else None,
+            error_en=STUCK_EN.format(seq=report.waits_for)
+            if stuck
+            else out.message_en
+            if out
+            else None,
             failures=0,
             retry_in_s=None,
         )
@@ -587,10 +619,22 @@ class SyncEngine:
         await self._tell_number_blocks()
 
     async def _tell_number_blocks(self) -> None:
+        """Tell the server the blocks held. Refused for the device's lease
+        limits (429): told again in a later cycle, once Retry-After passed."""
+        self._blocks_untold = True
         held = await asyncio.to_thread(self.store.number_blocks_held)
         if not held:
+            self._blocks_untold = False
             return
-        answer = await self.client.leases_held(held)
+        try:
+            answer = await self.client.leases_held(held)
+        except ServerBusy as exc:
+            if exc.status != 429:
+                raise
+            log.warning("number blocks not told again yet: %s", exc)
+            self._tell_after = time.monotonic() + (exc.retry_after or LEASE_RETRY_S)
+            return
+        self._blocks_untold = False
         if answer.refused:
             # granted again to another since the restore: stop using them; an op
             # already made with one of their numbers is refused and shown
@@ -735,14 +779,38 @@ class SyncEngine:
     # -- number blocks -------------------------------------------------------
 
     async def _replenish_numbers(self, report: SyncReport) -> None:
+        """Ask for a block of each series running low. A refusal (the clerk's
+        roles use no such numbers: 403; the device's limits reached: 429)
+        fails nothing: the workstation goes on with the numbers it holds and
+        asks again after the server's Retry-After (after a 403: in the next
+        clerk's session); a series it has none left of is said on the status
+        bar, with the server's reason."""
+        if self.client.session_token != self._lease_session:  # another clerk: ask afresh
+            self._lease_session = self.client.session_token
+            self.lease_retry.clear()
+            self._lease_refused.clear()
+        roles = self.client.roles
         for series, (low, count) in NUMBER_STOCK.items():
             left = await asyncio.to_thread(self.store.numbers_left, series)
             if left >= low:
+                self._lease_refused.pop(series, None)
                 continue
-            try:
-                lease = await self.client.lease(NUMBER_BLOCK, series.value, count)
-            except Refused as exc:
-                log.warning("no %s numbers leased: %s", series.value, exc)
-                continue
-            await asyncio.to_thread(self.store.add_lease, lease)
-            report.leased.append(f"{lease.resource}:{lease.first}-{lease.last}")
+            if roles is not None and not roles & roles_for_numbers(series):
+                continue  # this clerk takes no numbers of the series: nothing to ask for
+            if time.monotonic() >= self.lease_retry.get(series, 0.0):
+                try:
+                    lease = await self.client.lease(NUMBER_BLOCK, series.value, count)
+                except (Refused, ServerBusy) as exc:
+                    if isinstance(exc, ServerBusy) and exc.status != 429:
+                        raise  # the server is unwell: the cycle backs off
+                    log.warning("no %s numbers leased: %s", series.value, exc)
+                    wait = float("inf") if exc.status == 403 else exc.retry_after or LEASE_RETRY_S
+                    self.lease_retry[series] = time.monotonic() + wait
+                    self._lease_refused[series] = exc
+                else:
+                    self._lease_refused.pop(series, None)
+                    await asyncio.to_thread(self.store.add_lease, lease)
+                    report.leased.append(f"{lease.resource}:{lease.first}-{lease.last}")
+                    continue
+            if left == 0 and series in self._lease_refused:
+                report.out_of_numbers = self._lease_refused[series]

@@ -55,13 +55,17 @@ def build_workstation(
     switchable: bool = False,
     clock: Callable[[], datetime] = local_now,
     timing: SyncTiming | None = None,
+    cafile: str | None = None,
 ) -> Workstation:
     """The parts of one workstation. ``switchable`` puts the link on a switch
     (the demo's network key, the tests' outages); ``transport`` replaces the
-    network (the tests' in-process server)."""
+    network (the tests' in-process server); ``cafile`` is a private CA's
+    certificate for an https:// server (``sync.client.SyncClient``)."""
     store = LocalStore(replica, clock=clock)
     network = SwitchableTransport(transport) if switchable else None
-    client = SyncClient(server_url, device_token=device_token, transport=network or transport)
+    client = SyncClient(
+        server_url, device_token=device_token, transport=network or transport, cafile=cafile
+    )
     timing = timing or SyncTiming()
     engine = SyncEngine(
         store,

@@ -101,6 +101,19 @@ def main(argv: list[str] | None = None) -> None:
         "mind PostgreSQL's max_connections with several --workers",
     )
     server.add_argument(
+        "--certfile",
+        type=Path,
+        help="serve HTTPS with this certificate (PEM, with its chain); needs --keyfile. "
+        "Without it the server speaks plain HTTP: put it behind a TLS proxy",
+    )
+    server.add_argument("--keyfile", type=Path, help="the certificate's private key (PEM)")
+    server.add_argument(
+        "--docs",
+        action="store_true",
+        help="serve the interactive API pages /docs and /redoc (off by default; "
+        "/openapi.json is always served)",
+    )
+    server.add_argument(
         "--access-log",
         action="store_true",
         help="log every request (off by default: the line was 8%% of the server's time in "
@@ -163,6 +176,13 @@ def main(argv: list[str] | None = None) -> None:
     enroll.add_argument("--device-name", required=True)
     enroll.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     enroll.add_argument(
+        "--cafile",
+        type=Path,
+        help="the certificate (PEM) of the hospital's own certificate authority, when the "
+        "server's https:// certificate is not signed by one the system trusts (kept for "
+        "`workstation run`; the WORKSTATION_CA_FILE environment variable overrides it)",
+    )
+    enroll.add_argument(
         "--secrets",
         choices=["keyring", "file"],
         default="keyring",
@@ -197,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
 
         if args.workers < 1 or (args.pool_size is not None and args.pool_size < 1):
             parser.error("--workers and --pool-size take a number from 1")
+        if (args.certfile is None) != (args.keyfile is None):
+            parser.error("--certfile and --keyfile go together")
         serve(
             ServerOptions(
                 db=args.db,
@@ -206,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
                 workers=args.workers,
                 pool_size=args.pool_size,
                 access_log=args.access_log,
+                certfile=args.certfile,
+                keyfile=args.keyfile,
+                docs=args.docs,
             )
         )
     elif args.command == "admin":
@@ -356,7 +381,22 @@ def _enroll(args: argparse.Namespace) -> None:
     except SecretsUnavailable as exc:
         sys.exit(f"error: {exc}")
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    station = build_workstation(args.data_dir / "workstation.db", args.server)
+    cafile = str(args.cafile.resolve()) if args.cafile is not None else None
+    if cafile is not None and not Path(cafile).is_file():
+        sys.exit(f"error: --cafile {cafile}: no such file")
+    warning = plain_http_warning(args.server)
+    if warning:
+        print(warning, file=sys.stderr)
+    settings = Settings(
+        server_url=args.server,
+        device_name=args.device_name,
+        window_name=args.device_name,
+        secrets=args.secrets,
+        cafile=cafile,
+    )
+    station = build_workstation(
+        args.data_dir / "workstation.db", args.server, cafile=settings.ca_file()
+    )
 
     async def enroll() -> str:
         try:
@@ -371,13 +411,23 @@ def _enroll(args: argparse.Namespace) -> None:
     except SyncError as exc:
         sys.exit(f"error: {exc.message_en} / {exc.message_zh}")
     secrets.set("device_token", token)
-    Settings(
-        server_url=args.server,
-        device_name=args.device_name,
-        window_name=args.device_name,
-        secrets=args.secrets,
-    ).save(args.data_dir)
+    settings.save(args.data_dir)
     print(f"enrolled as {args.device_name}; device token kept in {secrets.description}")
+
+
+def plain_http_warning(url: str) -> str | None:
+    """A warning for a server reached over plain HTTP beyond this machine:
+    passwords and patients' data would cross the network readable."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return (
+        f"warning: {url} is plain HTTP: clerks' passwords and patients' data cross the network "
+        "unencrypted. Use https:// (workstation server --certfile/--keyfile, or a TLS proxy).\n"
+        f"警告：{url} 未加密（HTTP），操作员密码与患者数据将明文经过网络。请使用 https://。"
+    )
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -409,6 +459,7 @@ def _run(args: argparse.Namespace) -> None:
         args.data_dir / "workstation.db",
         settings.server_url,
         device_token=token,
+        cafile=settings.ca_file(),
         settings=DeskSettings(
             hospital_name=settings.hospital_name,
             window_name=settings.window_name,

@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from local_db.files import private_directory
+
 LOCK_FILE = "workstation.lock"
 
 
@@ -37,7 +39,7 @@ class AlreadyRunning(Exception):
 def single_instance(data_dir: Path) -> Iterator[None]:
     """Hold ``data_dir`` for this process; raises AlreadyRunning if another
     process (or another holder in this one) has it."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(data_dir)  # the replica's, the secrets', the receipts': the owner's alone
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

@@ -13,6 +13,8 @@ import queue
 from collections.abc import Callable
 from pathlib import Path
 
+from local_db.files import private_file
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -20,6 +22,7 @@ def log_to_file(path: Path, level: int = logging.INFO) -> Callable[[], None]:
     """Send the root logger's records to ``path``; returns the function that
     stops the writer (after writing what is queued)."""
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    private_file(path)  # it names patients and clerks now and then
     file = logging.FileHandler(path, encoding="utf-8")
     file.setFormatter(logging.Formatter(FORMAT))
     listener = logging.handlers.QueueListener(records, file)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 ENV_DB = "WORKSTATION_SERVER_DB"
 ENV_SNAPSHOT_DIR = "WORKSTATION_SERVER_SNAPSHOT_DIR"
 ENV_POOL_SIZE = "WORKSTATION_SERVER_POOL_SIZE"
+ENV_DOCS = "WORKSTATION_SERVER_DOCS"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class ServerOptions:
     workers: int = 1
     pool_size: int | None = None
     access_log: bool = False
+    # TLS: the server's certificate (with its chain) and private key, PEM; the
+    # workstations then use an https:// URL. Without them, plain HTTP: only
+    # behind a TLS-terminating proxy, or on a network nobody else can reach.
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    docs: bool = False  # the interactive API pages, /docs and /redoc
 
 
 def serve(options: ServerOptions) -> None:
@@ -55,6 +62,8 @@ def serve(options: ServerOptions) -> None:
     from server.migrate import SchemaError, check_schema
 
     logging.basicConfig(level=logging.INFO)
+    certfile = str(options.certfile) if options.certfile else None
+    keyfile = str(options.keyfile) if options.keyfile else None
     if options.workers > 1:
         if options.db.startswith("sqlite"):
             sys.exit("error: SQLite is served by one process: leave out --workers")
@@ -73,6 +82,8 @@ def serve(options: ServerOptions) -> None:
         os.environ[ENV_SNAPSHOT_DIR] = str(options.snapshot_dir or shared)
         if options.pool_size is not None:
             os.environ[ENV_POOL_SIZE] = str(options.pool_size)
+        if options.docs:
+            os.environ[ENV_DOCS] = "1"
         try:
             uvicorn.run(
                 "workstation.serve:app_from_environment",
@@ -81,6 +92,8 @@ def serve(options: ServerOptions) -> None:
                 port=options.port,
                 workers=options.workers,
                 access_log=options.access_log,
+                ssl_certfile=certfile,
+                ssl_keyfile=keyfile,
             )
         finally:
             if shared is not None:
@@ -92,13 +105,22 @@ def serve(options: ServerOptions) -> None:
 
     try:
         app = create_app(
-            make_engine(options.db, pool_size=options.pool_size), snapshot_dir=options.snapshot_dir
+            make_engine(options.db, pool_size=options.pool_size),
+            snapshot_dir=options.snapshot_dir,
+            docs=options.docs,
         )
     except SchemaError as exc:  # e.g. a new release before `admin migrate`
         sys.exit(f"error: {exc}")
     settle_heap()
     try:
-        uvicorn.run(app, host=options.host, port=options.port, access_log=options.access_log)
+        uvicorn.run(
+            app,
+            host=options.host,
+            port=options.port,
+            access_log=options.access_log,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+        )
     finally:
         # after a graceful stop: no checkpoint is cut short, and the last
         # connection to close folds the log into the database file
@@ -114,6 +136,10 @@ def app_from_environment() -> FastAPI:
     logging.basicConfig(level=logging.INFO)
     pool = os.environ.get(ENV_POOL_SIZE)
     engine = make_engine(os.environ[ENV_DB], pool_size=int(pool) if pool else None)
-    app = create_app(engine, snapshot_dir=Path(os.environ[ENV_SNAPSHOT_DIR]))
+    app = create_app(
+        engine,
+        snapshot_dir=Path(os.environ[ENV_SNAPSHOT_DIR]),
+        docs=os.environ.get(ENV_DOCS) == "1",
+    )
     settle_heap()
     return app

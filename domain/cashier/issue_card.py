@@ -38,6 +38,7 @@ class IssueCard(Command):
     kind: ClassVar[str] = "issue_card"
     roles: ClassVar[frozenset[str]] = frozenset({"cashier", "supervisor"})
     names: ClassVar[tuple[str, str]] = ("发卡", "issue card")
+    numbers: ClassVar[frozenset[str]] = frozenset({Series.CARD, Series.RECEIPT})
 
     card_no: str
     patient_id: str

@@ -7,6 +7,7 @@ from typing import ClassVar
 from ..cards import usable_card
 from ..commands import Command, Decision, Fact
 from ..ledger import TransferKind, money_in
+from ..numbers import Series
 from ..patients import resolve_patient_id
 from ..state import DeskState, OpContext
 from .facts import amount_fact, card_fact, receipt_fact
@@ -19,6 +20,7 @@ class TopUp(Command):
     kind: ClassVar[str] = "top_up"
     roles: ClassVar[frozenset[str]] = frozenset({"cashier", "admission", "supervisor"})
     names: ClassVar[tuple[str, str]] = ("预存充值", "top up")
+    numbers: ClassVar[frozenset[str]] = frozenset({Series.RECEIPT})
 
     transfer_id: str
     card_no: str

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from local_db.files import private_database, private_directory
 from server.app import create_app
 from server.auth import AuthService
 from server.db import make_engine
@@ -83,9 +84,10 @@ def prepare(data_dir: Path, patients: int, reset: bool) -> tuple[EmbeddedServer,
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(data_dir)
     central_db = data_dir / "central.db"
     fresh = not central_db.exists()
+    private_database(central_db)  # the demo's clerks' password hashes, its patients
     engine = make_engine(f"sqlite:///{central_db}")
     app = create_app(engine, migrate=True)  # a demo database migrates itself
     if fresh:
@@ -104,7 +106,7 @@ def run_demo(
     data_dir: Path, *, patients: int = 10_000, language: str | None = None, reset: bool = False
 ) -> None:
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(data_dir)
     stop_logging = log_to_file(data_dir / "workstation.log")
     server, engine = prepare(data_dir, patients, reset)
     secrets = FileSecretStore(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domain.money import PAYMENT_METHOD_NAMES, PaymentMethod, format_yuan
+from local_db.files import private_directory, private_file
 
 _DIGITS = "零壹贰叁肆伍陆柒捌玖"
 _UNITS = ["", "拾", "佰", "仟"]
@@ -128,7 +129,8 @@ class Receipt:
 
     def write(self, directory: Path, lang: str) -> Path:
         """Write the printable file (UTF-8 text), durably, named by receipt number."""
-        directory.mkdir(parents=True, exist_ok=True)
+        private_directory(directory)  # patients' names and payments
         path = directory / f"{self.receipt_no}.txt"
+        private_file(path)
         path.write_text(self.render(lang), encoding="utf-8")
         return path

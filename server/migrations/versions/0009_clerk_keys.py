@@ -13,14 +13,14 @@ named in the audit, while they run release 0.1); 0 for devices enrolled after.
 Frozen: written out here, never generated from ``server.db``.
 
 Revision ID: 0009_clerk_keys
-Revises: 0004_change_nonce
+Revises: 0008_lease_limits
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_clerk_keys"
-down_revision = "0004_change_nonce"
+down_revision = "0008_lease_limits"
 branch_labels = None
 depends_on = None
 
