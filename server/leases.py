@@ -21,6 +21,7 @@ from ulid import ULID
 from domain.leases import LEASE_KINDS, NUMBER_BLOCK, Lease
 from domain.numbers import SERIES_END, Series
 
+from .chain import append_audit
 from .db import counters, leases, utc_now, writer
 
 
@@ -75,8 +76,11 @@ def grant_lease(
     count: int,
     clerk_id: str | None,
     high_water: HighWater | None = None,
+    *,
+    session: str | None = None,
 ) -> Lease:
-    """Grant ``count`` of ``resource`` of lease ``kind`` to ``device_id``."""
+    """Grant ``count`` of ``resource`` of lease ``kind`` to ``device_id``
+    (audited, with the requesting ``session``)."""
     lease_kind = LEASE_KINDS.get(kind)
     if lease_kind is None:
         raise LeaseRefused(
@@ -103,7 +107,9 @@ def grant_lease(
             "该类别暂不发放。",
             "Leases of this kind are not granted yet.",
         )
-    return grant_number_block(engine, Series(resource), count, device_id, clerk_id, high_water)
+    return grant_number_block(
+        engine, Series(resource), count, device_id, clerk_id, high_water, session=session
+    )
 
 
 def grant_number_block(
@@ -113,9 +119,12 @@ def grant_number_block(
     device_id: str,
     clerk_id: str | None,
     high_water: HighWater | None = None,
+    *,
+    session: str | None = None,
 ) -> Lease:
     """A block of ``count`` numbers of ``series`` for ``device_id`` (no limit
-    per request: the demo's and the benchmark's seeding use it directly)."""
+    per request: the demo's and the benchmark's seeding use it directly),
+    audited in the transaction that grants it."""
     name = f"series:{series.value}"
     with (high_water or HighWater(None)).held() as marks, writer(engine) as conn, conn.begin():
         query = select(counters.c.value).where(counters.c.name == name)
@@ -152,6 +161,16 @@ def grant_number_block(
                 granted_at=lease.granted_at,
                 granted_by=clerk_id,
             )
+        )
+        append_audit(
+            conn,
+            clerk_id=clerk_id,
+            device_id=device_id,
+            action="lease",
+            target=f"{NUMBER_BLOCK}:{series.value}:{first}-{last}",
+            outcome="ok",
+            detail=lease.lease_id,
+            session=session,
         )
     return lease
 

@@ -218,9 +218,23 @@ def test_a_database_of_0_1_0_is_stamped_then_upgraded(
             f"upgraded {BASELINE} -> {with_a_later_revision}"
         )
         after = table_contents(engine)
-        assert after.keys() == (before.keys() - {"number_blocks"}) | {"leases", "shifts"}
+        assert after.keys() == (before.keys() - {"number_blocks"}) | {
+            "leases",
+            "shifts",
+            "chain_heads",
+        }
         assert blocks_as_leases(before["number_blocks"]) == after["leases"] != []
         assert after["shifts"] == []
+        # the audit and the op log gained their chain's columns (and the audit
+        # the records of the chain's start and of this migration)
+        for table in ("audit", "ops"):
+            width = len(before[table][0])
+            kept = {row[0] for row in before[table]}
+            assert sorted(row[:width] for row in after[table] if row[0] in kept) == sorted(
+                before[table]
+            ), table
+            assert all(row[-1] for row in after[table]), table  # each one chained
+            after[table] = before[table]
         # cards gained a column, empty so far; the change log its nonce, which
         # entries written after the upgrade get
         for table, rows in before.items():
