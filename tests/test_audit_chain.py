@@ -25,6 +25,7 @@ from domain.operation import args_hash
 from server.app import create_app
 from server.auth import token_hash
 from server.db import audit, make_engine, ops
+from server.raw import RawSql
 from sync.protocol import DEVICE_HEADER
 from tests.test_server_api import (
     PASSWORD,
@@ -317,3 +318,51 @@ def test_parallel_pushes_and_logins_leave_one_unbroken_chain(
     engine.dispose()
     code, out = verify(db_url, capsys)
     assert code == 0, out
+
+
+def test_a_push_takes_the_op_log_s_head_once_for_its_whole_batch(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push is hot: a batch of ops is chained under one taking of the
+    head (and one setting of it), not one an op."""
+    engine = make_engine(db_url)
+    app = create_app(engine, migrate=True)
+    auth, sync = app.state.auth, app.state.sync
+    auth.create_clerk("c", "c", ["cashier"], PASSWORD)
+    _, token = auth.enroll(auth.create_enrollment_code("w"), "w")
+    session, _, s = auth.login(auth.device(token), "c", PASSWORD)
+    statements: list[str] = []
+    for name in ("execute", "executemany", "one", "all", "pg_all", "pg_execute"):
+        original = getattr(RawSql, name, None)
+        if original is None:
+            continue
+
+        def counted(self: RawSql, sql: str, *args: Any, _original: Any = original) -> Any:
+            statements.append(sql)
+            return _original(self, sql, *args)
+
+        monkeypatch.setattr(RawSql, name, counted)
+    batch = []
+    for seq in range(1, 51):
+        reg = register_cmd().model_copy(update={"doc_type": "passport", "doc_no": f"P{seq:06d}"})
+        payload = reg.model_dump_json()
+        batch.append(
+            {
+                "op_id": str(ULID()),
+                "client_seq": seq,
+                "kind": reg.kind,
+                "payload": payload,
+                "args_hash": args_hash(reg.kind, payload),
+                "clerk_id": s.clerk_id,
+                "at": now(),
+                "hlc": "0",
+            }
+        )
+    answer = sync.push(token, session, json.dumps({"device_time": now(), "ops": batch}).encode())
+    assert [r.status for r in answer.results] == ["applied"] * 50
+    assert len([sql for sql in statements if "chain_heads" in sql]) == 2, statements
+    with engine.connect() as conn:
+        assert list(conn.execute(select(ops.c.chain_seq).order_by(ops.c.chain_seq)).scalars()) == (
+            list(range(1, 51))
+        )
+    engine.dispose()
