@@ -238,8 +238,8 @@ class _LogRows:
     session: str | None = None  # the pushing session, in each ops record
     # (number, table, key, row, op, nonce)
     changes: list[tuple[Any, ...]] = field(default_factory=list)
-    # OPS_FIELDS but the first (chain_seq) and the last (change_seq: the
-    # number of the op's last change in the batch here)
+    # OPS_FIELDS without chain_seq (given at the end, in _write_log); the
+    # last, change_seq, is the number of the op's last change in the batch
     ops: list[tuple[Any, ...]] = field(default_factory=list)
     applied: list[OpResult] = field(default_factory=list)  # server_seq: a number in the batch
 

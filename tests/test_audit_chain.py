@@ -366,3 +366,33 @@ def test_a_push_takes_the_op_log_s_head_once_for_its_whole_batch(
             list(range(1, 51))
         )
     engine.dispose()
+
+
+def test_rows_loaded_in_bulk_are_vouched_for_by_their_audit_record(
+    sqlite_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    """The demo hospital's transfers were written by no op: the bulk load's
+    audit record fingerprints them, and an edit of one is still found."""
+    main(["admin", "--db", sqlite_url, "seed-demo", "--patients", "60"])
+    code, out = verify(sqlite_url, capsys)
+    assert code == 0 and "clean" in out, out
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        [load] = audit_rows(engine, "bulk_load")
+        assert json.loads(load.detail)["entries"] > 60 and load.operator == getpass.getuser()
+        transfer_id, seq = conn.execute(
+            text(
+                "SELECT row_key, seq FROM change_log WHERE table_name = 'transfers' "
+                "ORDER BY seq LIMIT 1"
+            )
+        ).one()
+    with engine.begin() as conn:  # the ledger row and its change-log entry, together
+        conn.execute(
+            text("UPDATE transfers SET amount_fen = 1 WHERE transfer_id = :t"), {"t": transfer_id}
+        )
+        row = conn.execute(text("SELECT row FROM change_log WHERE seq = :s"), {"s": seq}).scalar()
+        edited = json.dumps({**json.loads(row), "amount_fen": 1}, separators=(",", ":"))
+        conn.execute(text("UPDATE change_log SET row = :r WHERE seq = :s"), {"r": edited, "s": seq})
+    engine.dispose()
+    code, out = verify(sqlite_url, capsys)
+    assert code != 0 and "change_log" in out and f"audit record {load.audit_id}" in out, out
