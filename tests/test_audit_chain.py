@@ -390,7 +390,9 @@ def test_rows_loaded_in_bulk_are_vouched_for_by_their_audit_record(
         conn.execute(
             text("UPDATE transfers SET amount_fen = 1 WHERE transfer_id = :t"), {"t": transfer_id}
         )
-        row = conn.execute(text("SELECT row FROM change_log WHERE seq = :s"), {"s": seq}).scalar()
+        row = conn.execute(
+            text("SELECT row FROM change_log WHERE seq = :s"), {"s": seq}
+        ).scalar_one()
         edited = json.dumps({**json.loads(row), "amount_fen": 1}, separators=(",", ":"))
         conn.execute(text("UPDATE change_log SET row = :r WHERE seq = :s"), {"r": edited, "s": seq})
     engine.dispose()
