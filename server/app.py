@@ -316,13 +316,13 @@ def create_app(
         from a backup: those the server forgot are recorded again (and their
         series' counter moved past them) unless they overlap another's."""
         held = [grant.lease() for grant in body.leases]
-        kept, refused = reassert_leases(engine, session.device_id, held, high_water)
-        auth.record_for(
-            session,
-            "leases_held",
-            f"{len(kept)} kept, {len(refused)} refused",
-            "refused" if refused else "ok",
-            ",".join(refused)[:2000] or None,
+        kept, refused = reassert_leases(
+            engine,
+            session.device_id,
+            held,
+            high_water,
+            clerk_id=session.clerk_id,
+            session=session.ref,
         )
         return LeasesKept(kept=kept, refused=refused)
 

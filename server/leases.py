@@ -176,14 +176,20 @@ def grant_number_block(
 
 
 def reassert_leases(
-    engine: Engine, device_id: str, held: list[Lease], high_water: HighWater | None = None
+    engine: Engine,
+    device_id: str,
+    held: list[Lease],
+    high_water: HighWater | None = None,
+    *,
+    clerk_id: str | None = None,
+    session: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """A workstation's number blocks, told again after the server was restored
     from a backup (which may have forgotten blocks it granted since). Each one
     the server does not know is recorded again, and its series' counter moved
     past it, unless it overlaps a block the server holds (granted again since
     the restore: a true collision, which the workstation stops using). Returns
-    (kept, refused) lease ids."""
+    (kept, refused) lease ids; audited (``leases_held``) in the same transaction."""
     kept: list[str] = []
     refused: list[str] = []
     with (high_water or HighWater(None)).held() as marks, writer(engine) as conn, conn.begin():
@@ -245,4 +251,14 @@ def reassert_leases(
                 )
             marks[name] = max(marks.get(name, 0), lease.last + 1)
             kept.append(lease.lease_id)
+        append_audit(
+            conn,
+            clerk_id=clerk_id,
+            device_id=device_id,
+            action="leases_held",
+            target=f"{len(kept)} kept, {len(refused)} refused",
+            outcome="refused" if refused else "ok",
+            detail=",".join(refused)[:2000] or None,
+            session=session,
+        )
     return kept, refused

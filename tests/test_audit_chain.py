@@ -108,6 +108,8 @@ async def test_every_kind_of_event_is_audited_with_who_where_when_what_and_outco
         "/leases", json={"kind": "number_block", "resource": "card", "count": 5}, headers=headers
     )
     assert leased.status_code == 200, leased.text
+    told = await server.http.post("/leases/held", json={"leases": [leased.json()]}, headers=headers)
+    assert told.json()["kept"] == [leased.json()["lease_id"]]
     reg = register_cmd()
     op = {
         "op_id": str(ULID()),
@@ -143,7 +145,7 @@ async def test_every_kind_of_event_is_audited_with_who_where_when_what_and_outco
     one("enroll", device_id=device_id)
     one("login", "wrong_password", clerk_id=clerk_id, device_id=device_id, session=None)
     one("login", clerk_id=clerk_id, device_id=device_id, session=ref)
-    for action in ("pull", "snapshot", "lease", "logout"):
+    for action in ("pull", "snapshot", "lease", "leases_held", "logout"):
         one(action, clerk_id=clerk_id, device_id=device_id, session=ref)
     one("snapshot_image", "refused", clerk_id=clerk_id, device_id=device_id, session=ref)
     policy = one("set_policy", operator=f"{OPERATOR} (OS user {me})")
