@@ -292,14 +292,14 @@ def create_app(
         session: Annotated[Session, Depends(session_of)],
         authorization: Annotated[str | None, Header()] = None,
     ) -> None:
-        if authorization:
-            auth.logout(authorization.removeprefix("Bearer ").strip())
-        auth.record(session.clerk_id, session.device_id, "logout", session.username, "ok")
+        bearer = _bearer(authorization)
+        assert bearer is not None  # session_of checked it
+        auth.logout(session, bearer)
 
     def granted(session: Session, kind: str, resource: str, count: int) -> Lease:
-        target = f"{kind}:{resource}"
+        """A lease, audited in its transaction (a refusal in one of its own)."""
         try:
-            lease = grant_lease(
+            return grant_lease(
                 engine,
                 session.device_id,
                 kind,
@@ -308,23 +308,11 @@ def create_app(
                 session.clerk_id,
                 high_water,
                 roles=session.roles,
+                session=session.ref,
             )
         except LeaseRefused as exc:
-            if exc.status in (403, 429):  # the limits: who asked, and for what
-                refused(session, "lease", f"{target}:{count}", exc)
+            auth.record_for(session, "lease", f"{kind}:{resource}:{count}", "refused", exc.code)
             raise
-        what = (
-            f"{lease.first}-{lease.last}"
-            if lease.first is not None
-            else f"{len(lease.ids)} ids"
-            if lease.ids is not None
-            else str(lease.quantity)
-        )
-        auth.record(session.clerk_id, session.device_id, "lease", f"{target}:{what}", "ok")
-        return lease
-
-    def refused(session: Session, action: str, target: str, exc: LeaseRefused) -> None:
-        auth.record(session.clerk_id, session.device_id, action, target, "refused", exc.code)
 
     def lease_refused(exc: LeaseRefused) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
@@ -364,18 +352,17 @@ def create_app(
         never handed out. Counted against the device's lease limits."""
         held = [grant.lease() for grant in body.leases]
         try:
-            kept, refused_ids = reassert_leases(engine, session.device_id, held, high_water)
+            kept, refused_ids = reassert_leases(
+                engine,
+                session.device_id,
+                held,
+                high_water,
+                clerk_id=session.clerk_id,
+                session=session.ref,
+            )
         except LeaseRefused as exc:
-            refused(session, "leases_held", f"{len(held)} blocks", exc)
+            auth.record_for(session, "leases_held", f"{len(held)} blocks", "refused", exc.code)
             return lease_refused(exc)
-        auth.record(
-            session.clerk_id,
-            session.device_id,
-            "leases_held",
-            f"{len(kept)} kept, {len(refused_ids)} refused",
-            "refused" if refused_ids else "ok",
-            ",".join(refused_ids)[:2000] or None,
-        )
         return LeasesKept(kept=kept, refused=refused_ids)
 
     @app.post(
@@ -449,8 +436,15 @@ def create_app(
                 session.device_id, cursor, limit, mark=mark, confirmed=confirmed, epoch=epoch
             )
         except ServerBehind as behind:
-            sync.audit_behind(session.device_id, session.clerk_id, behind.found)
+            sync.audit_behind(session.device_id, session.clerk_id, behind.found, session.ref)
             return _error(409, behind.code, behind.zh, behind.en, behind.found)
+        auth.record_for(
+            session,
+            "pull",
+            f"{cursor}-{page.next_cursor}",
+            "ok",
+            f"{len(page.changes)} changes" if page.changes else None,
+        )
         # the mark of the entry at the new cursor goes in a header: a workstation
         # of release 0.1 refuses fields it does not know in the body
         headers = {MARK_HEADER: page.mark} if page.mark else None
@@ -462,7 +456,7 @@ def create_app(
         responses={200: {"content": {"application/x-ndjson+gzip": {}}}},
     )
     def snapshot(session: Annotated[Session, Depends(session_of)]) -> StreamingResponse:
-        auth.record(session.clerk_id, session.device_id, "snapshot", "", "ok")
+        auth.record_for(session, "snapshot", "", "ok")
         return StreamingResponse(
             sync.snapshot(session.device_id), media_type="application/x-ndjson+gzip"
         )
@@ -484,7 +478,7 @@ def create_app(
         ``schema``; cursor, epoch, SHA-256 and the device's last seq come in the
         ``X-Image-*`` headers. The row snapshot (/sync/snapshot) is the fallback."""
         if schema != SCHEMA_ID:
-            auth.record(session.clerk_id, session.device_id, "snapshot_image", schema, "refused")
+            auth.record_for(session, "snapshot_image", schema, "refused")
             return _error(
                 409,
                 "snapshot_schema_mismatch",
@@ -506,13 +500,7 @@ def create_app(
         try:
             with engine.connect() as conn:
                 device_last_seq = sync.device_last_seq(conn, session.device_id, image.cursor)
-            auth.record(
-                session.clerk_id,
-                session.device_id,
-                "snapshot_image",
-                f"{image.epoch}:{image.cursor}",
-                "ok",
-            )
+            auth.record_for(session, "snapshot_image", f"{image.epoch}:{image.cursor}", "ok")
         except Exception:
             file.close()
             raise

@@ -22,8 +22,8 @@ from ulid import ULID
 
 from domain.roles import ROLES
 
+from .chain import append_audit, session_ref
 from .db import (
-    audit,
     clerks,
     devices,
     enrollment_codes,
@@ -63,6 +63,7 @@ class Session:
     policy: dict[str, int] = field(
         default_factory=dict
     )  # at login: the policy the clerk works under
+    ref: str | None = None  # how the audit names the session (server.chain.session_ref)
 
 
 def token_hash(token: str) -> str:
@@ -160,7 +161,9 @@ def session_of(
         or expires_at < utc_now()
     ):
         raise _session_invalid()
-    return Session(clerk_id, username, name, tuple(json.loads(roles)), device_id)
+    return Session(
+        clerk_id, username, name, tuple(json.loads(roles)), device_id, ref=session_ref(bearer)
+    )
 
 
 class AuthService:
@@ -329,7 +332,15 @@ class AuthService:
                         revoked=0,
                     )
                 )
-                self._audit(conn, row.clerk_id, device.device_id, "login", username, "ok")
+                self._audit(
+                    conn,
+                    row.clerk_id,
+                    device.device_id,
+                    "login",
+                    username,
+                    "ok",
+                    session=session_ref(token),
+                )
         if refusal is not None:
             raise refusal
         assert row is not None
@@ -340,6 +351,7 @@ class AuthService:
             tuple(json.loads(row.roles)),
             device.device_id,
             policy.as_dict(),
+            ref=session_ref(token),
         )
         return token, expires, session
 
@@ -361,15 +373,30 @@ class AuthService:
         ):
             raise _session_invalid()
         return Session(
-            row.clerk_id, row.username, row.name, tuple(json.loads(row.roles)), row.device_id
+            row.clerk_id,
+            row.username,
+            row.name,
+            tuple(json.loads(row.roles)),
+            row.device_id,
+            ref=session_ref(bearer),
         )
 
-    def logout(self, bearer: str) -> None:
+    def logout(self, session: Session, bearer: str) -> None:
+        """End the session of ``bearer``, audited in the same transaction."""
         with writer(self.engine) as conn, conn.begin():
-            conn.execute(
+            ended = conn.execute(
                 update(sessions)
                 .where(sessions.c.token_hash == token_hash(bearer))
                 .values(revoked=1)
+            ).rowcount
+            self._audit(
+                conn,
+                session.clerk_id,
+                session.device_id,
+                "logout",
+                session.username,
+                "ok" if ended else "no_session",
+                session=session_ref(bearer),
             )
 
     def record(
@@ -380,9 +407,25 @@ class AuthService:
         target: str,
         outcome: str,
         detail: str | None = None,
+        *,
+        session: str | None = None,
     ) -> None:
         with writer(self.engine) as conn, conn.begin():
-            self._audit(conn, clerk_id, device_id, action, target, outcome, detail)
+            self._audit(conn, clerk_id, device_id, action, target, outcome, detail, session=session)
+
+    def record_for(
+        self, session: Session, action: str, target: str, outcome: str, detail: str | None = None
+    ) -> None:
+        """An audit record of a request made in ``session`` (clerk, device, session)."""
+        self.record(
+            session.clerk_id,
+            session.device_id,
+            action,
+            target,
+            outcome,
+            detail,
+            session=session.ref,
+        )
 
     def audit_in(
         self,
@@ -405,15 +448,21 @@ class AuthService:
         target: str,
         outcome: str,
         detail: str | None = None,
+        *,
+        session: str | None = None,
+        operator: str | None = None,
     ) -> None:
-        conn.execute(
-            insert(audit).values(
-                at=utc_now(),
-                clerk_id=clerk_id,
-                device_id=device_id,
-                action=action,
-                target=target,
-                outcome=outcome,
-                detail=detail,
-            )
+        """One record at the head of the audit chain, in ``conn``'s (write)
+        transaction. ``operator``: by default, who runs the admin command this
+        is part of (``server.chain.acting``); None in the server."""
+        append_audit(
+            conn,
+            clerk_id=clerk_id,
+            device_id=device_id,
+            action=action,
+            target=target,
+            outcome=outcome,
+            detail=detail,
+            session=session,
+            operator=operator,
         )

@@ -155,9 +155,18 @@ ops = Table(
     Column("params", Text),
     Column("result", Text),
     Column("change_seq", BigInteger, nullable=False),
+    # the pushing session (server.chain.session_ref), what the op wrote
+    # (server.chain.effects_hash) and its place in the op log's hash chain
+    Column("session", String(40)),
+    Column("effects", String(64)),
+    # (NULL only in a record written around the chain, which verify-audit names)
+    Column("chain_seq", BigInteger),
+    Column("prev_hash", String(64)),
+    Column("hash", String(64)),
     UniqueConstraint("device_id", "client_seq", name="ops_device_seq"),
 )
 Index("ops_device_change", ops.c.device_id, ops.c.change_seq)
+Index("ops_chain_seq", ops.c.chain_seq, unique=True)
 
 change_log = Table(
     "change_log",
@@ -219,7 +228,9 @@ lease_tallies = Table(
     Column("count", BigInteger, nullable=False),
 )
 
-# Requests that are not commands: logins, enrolments, leases, snapshots.
+# Everything that is not a pushed command (those are in ``ops``): logins,
+# logouts, enrolments, leases, pulls, snapshots, clerk, device and policy
+# changes, admin commands. A hash chain in ``audit_id`` order (server.chain).
 audit = Table(
     "audit",
     metadata,
@@ -231,6 +242,20 @@ audit = Table(
     Column("target", Text),
     Column("outcome", String(40), nullable=False),
     Column("detail", Text),
+    Column("session", String(40)),  # server.chain.session_ref of the request's session
+    Column("operator", Text),  # who ran the admin command
+    Column("prev_hash", String(64)),
+    Column("hash", String(64)),
+)
+
+# The head of each hash chain ("audit", "ops"): its last position and hash,
+# locked by each writer of the chain until its commit (server.chain).
+chain_heads = Table(
+    "chain_heads",
+    metadata,
+    Column("chain", String(20), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
 )
 
 CHANGE_SEQ = "change_seq"
@@ -304,12 +329,26 @@ def load_policy(conn: Connection) -> Policy:
 
 
 def save_policy(engine: Engine, policy: Policy) -> None:
+    """Set the hospital's policy; audited with what changed (old, new)."""
+    from .chain import append_audit
+
     with writer(engine) as conn, conn.begin():
+        before = load_policy(conn).as_dict()
         value = json.dumps(policy.as_dict())
         if conn.execute(select(meta.c.key).where(meta.c.key == "policy")).first() is None:
             conn.execute(insert(meta).values(key="policy", value=value))
         else:
             conn.execute(update(meta).where(meta.c.key == "policy").values(value=value))
+        changed = {k: [before.get(k), v] for k, v in policy.as_dict().items() if before.get(k) != v}
+        append_audit(
+            conn,
+            clerk_id=None,
+            device_id=None,
+            action="set_policy",
+            target=",".join(changed),
+            outcome="ok",
+            detail=json.dumps(changed),
+        )
 
 
 def start_new_epoch(engine: Engine) -> str:
@@ -319,6 +358,8 @@ def start_new_epoch(engine: Engine) -> str:
     behind numbers handed out: by one to ten million, drawn from the new
     epoch, so that two restores of one backup do not jump to the same place
     (blocks granted after each would collide)."""
+    from .chain import append_audit
+
     epoch = new_epoch()
     with writer(engine) as conn, conn.begin():
         conn.execute(update(meta).where(meta.c.key == "epoch").values(value=epoch))
@@ -326,6 +367,9 @@ def start_new_epoch(engine: Engine) -> str:
             update(counters)
             .where(counters.c.name.like("series:%"))
             .values(value=counters.c.value + epoch_jump(epoch))
+        )
+        append_audit(
+            conn, clerk_id=None, device_id=None, action="new_epoch", target=epoch, outcome="ok"
         )
     return epoch
 

@@ -27,6 +27,7 @@ from domain.leases import LEASE_KINDS, NUMBER_BLOCK, Lease
 from domain.numbers import SERIES_END, SERIES_NAMES, SERIES_START, Series
 from domain.roles import ROLE_NAMES
 
+from .chain import append_audit
 from .db import counters, lease_tallies, leases, load_policy, utc_now, writer
 
 
@@ -87,11 +88,12 @@ def grant_lease(
     high_water: HighWater | None = None,
     *,
     roles: Iterable[str],
+    session: str | None = None,
 ) -> Lease:
     """Grant ``count`` of ``resource`` of lease ``kind`` to ``device_id``, for
     a clerk of ``roles``: number blocks only to a role whose commands take
     numbers of that series, within the policy's limits per device (grants a
-    minute, numbers a UTC day)."""
+    minute, numbers a UTC day); audited, with the requesting ``session``."""
     lease_kind = LEASE_KINDS.get(kind)
     if lease_kind is None:
         raise LeaseRefused(
@@ -128,6 +130,7 @@ def grant_lease(
         clerk_id,
         high_water,
         charge=lambda conn: charge_limits(conn, device_id, grants=1, numbers=count),
+        session=session,
     )
 
 
@@ -219,10 +222,13 @@ def grant_number_block(
     clerk_id: str | None,
     high_water: HighWater | None = None,
     charge: Callable[[Connection], None] | None = None,
+    *,
+    session: str | None = None,
 ) -> Lease:
     """A block of ``count`` numbers of ``series`` for ``device_id``; ``charge``
     counts it against the device's limits in the same transaction (without
-    it, no limit: the demo's and the benchmark's seeding use it directly)."""
+    it, no limit: the demo's and the benchmark's seeding use it directly).
+    Audited in the transaction that grants it."""
     name = f"series:{series.value}"
     with (high_water or HighWater(None)).held() as marks, writer(engine) as conn, conn.begin():
         if charge is not None:
@@ -262,11 +268,27 @@ def grant_number_block(
                 granted_by=clerk_id,
             )
         )
+        append_audit(
+            conn,
+            clerk_id=clerk_id,
+            device_id=device_id,
+            action="lease",
+            target=f"{NUMBER_BLOCK}:{series.value}:{first}-{last}",
+            outcome="ok",
+            detail=lease.lease_id,
+            session=session,
+        )
     return lease
 
 
 def reassert_leases(
-    engine: Engine, device_id: str, held: list[Lease], high_water: HighWater | None = None
+    engine: Engine,
+    device_id: str,
+    held: list[Lease],
+    high_water: HighWater | None = None,
+    *,
+    clerk_id: str | None = None,
+    session: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """A workstation's number blocks, told again after the server was restored
     from a backup (which may have forgotten blocks it granted since). Each one
@@ -276,7 +298,8 @@ def reassert_leases(
     counter and high-water mark show was ever handed out (no restore forgot
     it: nobody was granted it). The call counts as a grant against the
     device's limits, and what it records again as numbers granted today, so
-    it is no way around them. Returns (kept, refused) lease ids."""
+    it is no way around them. Returns (kept, refused) lease ids; audited
+    (``leases_held``) in the same transaction."""
     kept: list[str] = []
     refused: list[str] = []
     recorded = 0
@@ -349,4 +372,14 @@ def reassert_leases(
             kept.append(lease.lease_id)
         if recorded:
             charge_limits(conn, device_id, grants=0, numbers=recorded)
+        append_audit(
+            conn,
+            clerk_id=clerk_id,
+            device_id=device_id,
+            action="leases_held",
+            target=f"{len(kept)} kept, {len(refused)} refused",
+            outcome="refused" if refused else "ok",
+            detail=",".join(refused)[:2000] or None,
+            session=session,
+        )
     return kept, refused

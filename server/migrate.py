@@ -187,9 +187,21 @@ def migrate(engine: Engine, revision: str = "head") -> Migrated:
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
             command.stamp(config, BASELINE)
         target = head_revision() if revision == "head" else revision
-        if before != target or state != "versioned":
+        changed = before != target or state != "versioned"
+        if changed:
             command.upgrade(config, revision)
         after, _ = schema_state(conn)
+        if changed and after == head_revision():  # the audit trail is this revision's
+            from .chain import append_audit
+
+            append_audit(
+                conn,
+                clerk_id=None,
+                device_id=None,
+                action="migrate",
+                target=f"{before or state} -> {after}",
+                outcome="ok",
+            )
     assert after is not None
     return Migrated(before=before, after=after, state=state)
 

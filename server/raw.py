@@ -65,12 +65,20 @@ class RawSql:
         every call once a statement has more than 50 (a fifth of the server's
         time in 500-op pushes went there), and not prepared (its text varies
         with the number of rows)."""
+        raw = self._pg_execute(sql, params)
+        return [tuple(row) for row in raw.fetchall()]
+
+    def pg_execute(self, sql: str, params: Sequence[Any]) -> None:
+        """As :meth:`pg_all`, for a statement that returns no rows."""
+        self._pg_execute(sql, params)
+
+    def _pg_execute(self, sql: str, params: Sequence[Any]) -> Any:
         if self._pg_raw is None:
             import psycopg
 
             self._pg_raw = psycopg.RawCursor(self.cursor.connection)
         self._pg_raw.execute(sql, params, prepare=False)
-        return [tuple(row) for row in self._pg_raw.fetchall()]
+        return self._pg_raw
 
     def savepoint(self) -> None:
         self.cursor.execute("SAVEPOINT op")

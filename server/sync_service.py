@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, and_, func, insert, select
+from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.engine import Connection
 
 from domain.areas import ROW_TYPES
@@ -46,10 +46,10 @@ from sync.protocol import (
 )
 
 from .auth import session_of
+from .chain import OPS, OPS_FIELDS, append_audit, chain_rows, effects_hash
 from .db import (
     CHANGE_SEQ,
     REPLICATED,
-    audit,
     change_log,
     counters,
     is_sqlite,
@@ -66,11 +66,16 @@ from .state import ServerState
 log = logging.getLogger(__name__)
 
 CLOCK_SKEW_LIMIT_S = 300.0
+_OPS_COLUMNS = (*OPS_FIELDS, "prev_hash", "hash")
 _INSERT_OP = (
-    "INSERT INTO ops (op_id, device_id, client_seq, kind, args_hash, payload, clerk_id, client_at, hlc, "
-    "applied_at, pushed_by, status, code, params, result, change_seq) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO ops ({', '.join(_OPS_COLUMNS)}) VALUES ({', '.join('?' * len(_OPS_COLUMNS))})"
 )
+# the ops chain's head, moved on by as many records as the batch writes (locked
+# to the commit); its hash is set once the batch's records are hashed
+_TAKE_OPS_HEAD = (
+    f"UPDATE chain_heads SET seq = seq + ? WHERE chain = '{OPS}' RETURNING seq - ?, hash"
+)
+_SET_OPS_HEAD = f"UPDATE chain_heads SET hash = ? WHERE chain = '{OPS}'"
 _INSERT_CHANGE = (
     "INSERT INTO change_log (seq, table_name, row_key, row, op_id, nonce) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -91,36 +96,40 @@ _CLERK_SQL = "SELECT clerk_id, roles, active FROM clerks WHERE clerk_id = ?"
 _TAKE_SEQS_SQL = (
     f"UPDATE counters SET value = value + ? WHERE name = '{CHANGE_SEQ}' RETURNING value"
 )
-# PostgreSQL: the same in one statement, the rows as VALUES lists (array
-# parameters were four times the CPU: psycopg escapes each text element)
-_PG_TAKE_SEQS = (
+# PostgreSQL: both heads in one statement, the change log's first (every
+# writer of the ops chain takes them in this order: no deadlock). The UPDATE
+# of chain_heads joins the counter's: it runs once that one has.
+_PG_TAKE_HEADS = (
     f"WITH head AS (UPDATE counters SET value = value + $1 WHERE name = '{CHANGE_SEQ}' "
-    "RETURNING value - $1 AS base)"
+    "RETURNING value - $1 AS base) "
+    "UPDATE chain_heads SET seq = chain_heads.seq + $2 FROM head "
+    f"WHERE chain_heads.chain = '{OPS}' RETURNING head.base, chain_heads.seq - $2, chain_heads.hash"
 )
+# then the rows in one statement, as VALUES lists (array parameters were four
+# times the CPU: psycopg escapes each text element)
 _PG_INSERT_CHANGES = (
-    ", changes AS (INSERT INTO change_log (seq, table_name, row_key, row, op_id, nonce) "
-    "SELECT head.base + c.n::bigint, c.t, c.k, c.r, c.o, c.x::bigint FROM head, (VALUES {rows}) "
-    "AS c(n, t, k, r, o, x))"
+    "changes AS (INSERT INTO change_log (seq, table_name, row_key, row, op_id, nonce) "
+    "SELECT c.n::bigint, c.t, c.k, c.r, c.o, c.x::bigint FROM (VALUES {rows}) "
+    "AS c(n, t, k, r, o, x)), "
 )
 _PG_INSERT_OPS = (
-    ", recorded AS (INSERT INTO ops (op_id, device_id, client_seq, kind, args_hash, payload, "
-    "clerk_id, client_at, hlc, applied_at, pushed_by, status, code, params, result, change_seq) "
-    "SELECT o.op_id, o.device_id, o.client_seq::bigint, o.kind, o.args_hash, o.payload, "
-    "o.clerk_id, o.client_at, o.hlc, o.applied_at, o.pushed_by, o.status, o.code, o.params, "
-    "o.result, head.base + o.n::bigint FROM head, (VALUES {rows}) AS o(op_id, device_id, "
-    "client_seq, kind, args_hash, payload, clerk_id, client_at, hlc, applied_at, pushed_by, "
-    "status, code, params, result, n))"
+    f"recorded AS (INSERT INTO ops ({', '.join(_OPS_COLUMNS)}) "
+    "SELECT o.chain_seq::bigint, o.op_id, o.device_id, o.client_seq::bigint, o.kind, "
+    "o.args_hash, o.payload, o.clerk_id, o.client_at, o.hlc, o.applied_at, o.pushed_by, "
+    "o.session, o.status, o.code, o.params, o.result, o.effects, o.change_seq::bigint, "
+    f"o.prev_hash, o.hash FROM (VALUES {{rows}}) AS o({', '.join(_OPS_COLUMNS)})) "
 )
 _PG_MAX_PARAMS = 65_535  # in one statement (the protocol's limit)
 
 
 @lru_cache(maxsize=128)
 def _pg_write_log_sql(changes: int, ops: int) -> str:
-    sql = _PG_TAKE_SEQS
+    sql = "WITH "
     if changes:
         sql += _PG_INSERT_CHANGES.format(rows=pg_placeholders(2, changes, 6))
-    sql += _PG_INSERT_OPS.format(rows=pg_placeholders(2 + changes * 6, ops, 16))
-    return sql + " SELECT base FROM head"
+    per_op = len(_OPS_COLUMNS)
+    sql += _PG_INSERT_OPS.format(rows=pg_placeholders(2 + changes * 6, ops, per_op))
+    return sql + f"UPDATE chain_heads SET hash = $1 WHERE chain = '{OPS}'"
 
 
 SNAPSHOT_BATCH = 5_000
@@ -222,6 +231,7 @@ class _Batch:
     applied_at: str
     keys: KeyRing  # the clerks' signing keys the batch names
     unsigned_through: int | None  # the device's last op made before it signed
+    session: str | None  # the pushing session (server.chain.session_ref)
 
 
 @dataclass
@@ -230,9 +240,12 @@ class _LogRows:
     end, numbered from 1 within the batch: the batch's place in the change
     log is known only then (``SyncService._write_log``)."""
 
+    session: str | None = None  # the pushing session, in each ops record
     # (number, table, key, row, op, nonce)
     changes: list[tuple[Any, ...]] = field(default_factory=list)
-    ops: list[tuple[Any, ...]] = field(default_factory=list)  # (..., number of its last change)
+    # OPS_FIELDS without chain_seq (given at the end, in _write_log); the
+    # last, change_seq, is the number of the op's last change in the batch
+    ops: list[tuple[Any, ...]] = field(default_factory=list)
     applied: list[OpResult] = field(default_factory=list)  # server_seq: a number in the batch
 
     def mark(self) -> _Mark:
@@ -259,7 +272,12 @@ class _LogRows:
     def record(
         self, device_id: str, pushed_by: str, op: Operation, result: OpResult, applied_at: str
     ) -> None:
-        """The op's row in ``ops``: its deduplication record and its audit trail."""
+        """The op's row in ``ops``: its deduplication record and its audit
+        trail, with what it wrote (its change-log entries, the last ones)."""
+        written = len(self.changes)
+        first = written
+        while first and self.changes[first - 1][4] == op.op_id:
+            first -= 1
         self.ops.append(
             (
                 op.op_id,
@@ -273,11 +291,13 @@ class _LogRows:
                 op.hlc,
                 applied_at,
                 pushed_by,
+                self.session,
                 result.status,
                 result.code,
                 to_json(result.params) if result.params else "{}",
                 to_json(result.result) if result.result is not None else None,
-                len(self.changes),
+                effects_hash(c[1:4] for c in self.changes[first:written]),
+                written,
             )
         )
 
@@ -371,6 +391,7 @@ class SyncService:
                 clerk,
                 sorted(request.ops, key=lambda o: o.client_seq),
                 careful=careful,
+                session=session.ref,
             )
         return PushResponse(
             results=results,
@@ -389,6 +410,7 @@ class SyncService:
         batch: list[Operation],
         *,
         careful: bool,
+        session: str | None = None,
     ) -> tuple[list[OpResult], str]:
         """The batch's results, and the epoch they belong to."""
         epoch = str(settings["epoch"])
@@ -415,6 +437,7 @@ class SyncService:
                 if settings.get("unsigned_through") is not None
                 else None
             ),
+            session=session,
         )
         try:
             results, log_rows = self._apply_ops(sql, run, careful=careful)
@@ -435,7 +458,7 @@ class SyncService:
         the rest."""
         device_id, pushed_by, applied_at = run.device_id, run.pushed_by, run.applied_at
         state = ServerState(sql, run.policy)
-        log_rows = _LogRows()
+        log_rows = _LogRows(session=run.session)
         results: list[OpResult] = []
         last_seq = run.last_seq
         seen: set[str] = set()
@@ -551,31 +574,43 @@ class SyncService:
 
     def _write_log(self, sql: RawSql, log_rows: _LogRows) -> None:
         """The change-log entries and ops records of the batch, numbered from
-        the change-log head taken now.
+        the change-log head and chained from the ops chain's head, both taken
+        now.
 
-        Taking the head locks the counter (its row on PostgreSQL, the write
-        lock on SQLite) until the commit, so batches are numbered in the order
-        they commit and no reader sees seq N+1 before N. It is the last thing
-        a push does before its commit: nothing but these inserts happens
-        while it is held (the decisions, the row writes and the JSON are
-        done), which is what lets pushes of different devices overlap.
-        On PostgreSQL it is one statement (then the commit); on SQLite, in
-        process, three (and on PostgreSQL for a batch of more rows than one
-        statement takes parameters)."""
-        count = len(log_rows.changes)
-        if sql.sqlite or count * 6 + len(log_rows.ops) * 16 > _PG_MAX_PARAMS:
+        Taking the heads locks them (their rows on PostgreSQL, the write lock
+        on SQLite) until the commit, so batches are numbered and chained in
+        the order they commit, no reader sees seq N+1 before N and the op log
+        stays one line. It is the last thing a push does before its commit:
+        nothing but hashing the batch's records and these inserts happens
+        while they are held (the decisions, the row writes and the JSON are
+        done), which is what lets pushes of different devices overlap. On
+        PostgreSQL it is two statements (then the commit): the heads, then
+        the rows; on SQLite, in process, five (and on PostgreSQL for a batch
+        of more rows than one statement takes parameters)."""
+        count, recorded = len(log_rows.changes), len(log_rows.ops)
+        per_op = len(_OPS_COLUMNS)
+        if sql.sqlite or 1 + count * 6 + recorded * per_op > _PG_MAX_PARAMS:
             base = int(sql.scalar(_TAKE_SEQS_SQL, (count,))) - count
+            head = sql.one(_TAKE_OPS_HEAD, (recorded, recorded))
+            assert head is not None
+            chained, last = chain_rows(
+                int(head[0]) + 1, head[1], [(*rest, base + n) for *rest, n in log_rows.ops]
+            )
             sql.executemany(
                 _INSERT_CHANGE,
                 [(base + offset, *rest) for offset, *rest in log_rows.changes],
             )
-            sql.executemany(_INSERT_OP, [(*rest, base + offset) for *rest, offset in log_rows.ops])
+            sql.executemany(_INSERT_OP, chained)
+            sql.execute(_SET_OPS_HEAD, (last,))
         else:
-            params = [count]
-            params += [value for row in log_rows.changes for value in row]
-            params += [value for row in log_rows.ops for value in row]
-            [(head,)] = sql.pg_all(_pg_write_log_sql(count, len(log_rows.ops)), params)
-            base = int(head)
+            [(base, chain_at, prev)] = sql.pg_all(_PG_TAKE_HEADS, (count, recorded))
+            chained, last = chain_rows(
+                int(chain_at) + 1, prev, [(*rest, base + n) for *rest, n in log_rows.ops]
+            )
+            params: list[Any] = [last]
+            params += [value for n, *rest in log_rows.changes for value in (base + n, *rest)]
+            params += [value for row in chained for value in row]
+            sql.pg_execute(_pg_write_log_sql(count, recorded), params)
         for result in log_rows.applied:
             assert result.server_seq is not None
             result.server_seq += base
@@ -813,20 +848,25 @@ class SyncService:
                 return found | {"reason": "change_differs"}
         return None
 
-    def audit_behind(self, device_id: str, clerk_id: str | None, found: dict[str, Any]) -> None:
+    def audit_behind(
+        self,
+        device_id: str,
+        clerk_id: str | None,
+        found: dict[str, Any],
+        session: str | None = None,
+    ) -> None:
         """The audit trail keeps every workstation that found this server
         behind its replica: the sign of a restore nobody announced."""
         with writer(self.engine) as conn, conn.begin():
-            conn.execute(
-                insert(audit).values(
-                    at=utc_now(),
-                    clerk_id=clerk_id,
-                    device_id=device_id,
-                    action="server_behind",
-                    target=str(found.get("reason")),
-                    outcome="detected",
-                    detail=to_json(found),
-                )
+            append_audit(
+                conn,
+                clerk_id=clerk_id,
+                device_id=device_id,
+                action="server_behind",
+                target=str(found.get("reason")),
+                outcome="detected",
+                detail=to_json(found),
+                session=session,
             )
         log.warning("device %s finds the server behind its replica: %s", device_id, found)
 

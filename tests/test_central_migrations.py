@@ -223,9 +223,20 @@ def test_a_database_of_0_1_0_is_stamped_then_upgraded(
             "shifts",
             "clerk_keys",
             "lease_tallies",
+            "chain_heads",
         }
         assert blocks_as_leases(before["number_blocks"]) == after["leases"] != []
         assert after["shifts"] == after["lease_tallies"] == after["clerk_keys"] == []
+        # the audit and the op log gained their chain's columns (and the audit
+        # the records of the chain's start and of this migration)
+        for table in ("audit", "ops"):
+            width = len(before[table][0])
+            kept = {row[0] for row in before[table]}
+            assert sorted(row[:width] for row in after[table] if row[0] in kept) == sorted(
+                before[table]
+            ), table
+            assert all(row[-1] for row in after[table]), table  # each one chained
+            after[table] = before[table]
         # cards gained a column, empty so far; the change log its nonce, which
         # entries written after the upgrade get; devices how far their unsigned
         # ops go, which they say at their first login with a signing key

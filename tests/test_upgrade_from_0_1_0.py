@@ -35,6 +35,7 @@ from server.db import (
     transfers,
 )
 from server.migrate import BASELINE, SchemaNotCurrent, head_revision, migrate, migrate_command
+from server.verify import verify_audit
 from tests.old_releases import (
     INFO_0_1_0,
     RELEASE_0_1_0,
@@ -144,6 +145,21 @@ async def test_migrating_keeps_every_row_and_the_server_starts(site: Site, centr
     assert after["change_log"] == [(*row, None) for row in before["change_log"]]
     before["change_log"] = after["change_log"]
     assert after.pop("lease_tallies") == []  # revision 0008: lease limits, counted from now on
+    # revision 0006: the audit and the op log are chained, every record kept as it was
+    heads = dict((chain, seq) for chain, seq, _ in after.pop("chain_heads"))
+    for table in ("audit", "ops"):
+        width, kept = len(before[table][0]), {row[0] for row in before[table]}
+        assert sorted(r[:width] for r in after[table] if r[0] in kept) == sorted(before[table])
+        new = [r for r in after[table] if r[0] not in kept]
+        if table == "audit":  # the chain's start, and the migration itself
+            assert sorted(r[4] for r in new) == ["chain_start", "migrate"]
+            assert heads["audit"] == max(r[0] for r in after[table])
+        else:
+            assert new == [] and heads["ops"] == len(before["ops"]) > 0
+        after[table] = before[table]
+    report = verify_audit(central)
+    assert report.clean, report.problems
+    assert report.ops == len(before["ops"]) and report.transfers == len(before["transfers"])
     assert {t: len(r) for t, r in after.items()} == {t: len(r) for t, r in before.items()}
     assert after == before  # every other row, every value
     assert balances(central) == money
@@ -301,6 +317,9 @@ async def test_the_upgraded_server_takes_the_work_the_replica_held(
             == 0
         )
         assert balances(central)[deposit_account(wang.patient_id)] == 21_100
+        # the old records and the new ones form one chain; the ledger matches the op log
+        report = verify_audit(central)
+        assert report.clean and report.transfers == 6, report.problems
     finally:
         await station.aclose()
 

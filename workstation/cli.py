@@ -4,6 +4,7 @@ workstation demo                       the whole product on this machine
 workstation server --db URL            the central server
 workstation admin --db URL migrate     the database's schema, after installing a release
 workstation admin --db URL ...         clerks, enrolment codes, epochs, snapshots
+workstation admin --db URL verify-audit  the audit trail, the op log and the ledger prove themselves
 workstation enroll --server URL --code CODE
 workstation run                        a real workstation (after enroll)
 workstation run --headless             the same without its window: JSON lines on stdin/stdout
@@ -130,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
         "migrates it itself).",
     )
     admin.add_argument("--db", required=True)
+    admin.add_argument(
+        "--operator",
+        metavar="NAME",
+        help="who is running this command, for the audit trail (which names the OS user too)",
+    )
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     admin_sub.add_parser(
         "migrate",
@@ -169,6 +175,11 @@ def main(argv: list[str] | None = None) -> None:
         help="fill an empty database with the demo hospital (migrates it first)",
     )
     seed.add_argument("--patients", type=int, default=10_000)
+    admin_sub.add_parser(
+        "verify-audit",
+        help="check the audit trail's and the op log's hash chains and the ledger against the "
+        "op log; names the first broken record and exits non-zero if anything is broken",
+    )
 
     enroll = sub.add_parser("enroll", help="enroll this workstation with a one-time code")
     enroll.add_argument("--server", required=True)
@@ -279,12 +290,14 @@ def _workstation_command(args: argparse.Namespace) -> None:
 
 
 def _admin(args: argparse.Namespace) -> None:
+    from server.chain import acting, os_operator
     from server.db import make_engine
     from server.migrate import SchemaError
 
     engine = make_engine(args.db)
     try:
-        _admin_command(args, engine)
+        with acting(os_operator(args.operator)):
+            _admin_command(args, engine)
     except SchemaError as exc:
         sys.exit(f"error: {exc}")
     finally:
@@ -356,10 +369,13 @@ def _admin_command(args: argparse.Namespace, engine: Engine) -> None:
             )
         images = SnapshotImages(engine, args.dir)
         image = images.build()
+        auth.record(None, None, "build_snapshot", f"{image.epoch}:{image.cursor}", "ok")
         print(
             f"replica image {images.directory / image.file}: {image.rows} rows at change "
             f"{image.cursor}, {image.size / 1e6:.1f} MB, built in {image.build_s:.1f} s"
         )
+    elif args.admin_command == "verify-audit":
+        _verify_audit(engine)
     elif args.admin_command == "seed-demo":
         from workstation.demo.seed import seed_demo_hospital
 
@@ -367,6 +383,27 @@ def _admin_command(args: argparse.Namespace, engine: Engine) -> None:
         print(
             f"seeded {summary.patients} patients, {summary.cards} cards, {summary.transfers} payments"
         )
+
+
+def _verify_audit(engine: Engine) -> None:
+    from server.verify import verify_audit
+
+    report = verify_audit(engine)
+    for chain, (seq, head) in sorted(report.heads.items()):
+        print(f"{chain} chain head: record {seq}, hash {head}")
+    print(
+        f"{report.audit_records} audit records, {report.ops} ops, "
+        f"{report.transfers} transfers checked"
+    )
+    if report.clean:
+        print("clean: both chains unbroken, the ledger matches the op log")
+        return
+    shown = 20
+    for problem in report.problems[:shown]:
+        print(f"BROKEN {problem}")
+    if len(report.problems) > shown:
+        print(f"... and {len(report.problems) - shown} more")
+    sys.exit(f"error: {len(report.problems)} problem(s); the first: {report.problems[0]}")
 
 
 def _enroll(args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ from domain.patients import PatientRow
 from domain.rows import Row
 from server.auth import AuthService, token_hash
 from server.bulk import bulk_load
+from server.chain import append_audit
 from server.db import devices, utc_now, writer
 from server.leases import grant_number_block
 
@@ -67,6 +68,14 @@ def _registry_device(engine: Engine) -> str:
                 enrolled_at=utc_now(),
                 active=0,
             )
+        )
+        append_audit(
+            conn,
+            clerk_id=None,
+            device_id=device_id,
+            action="register_device",
+            target=REGISTRY_DEVICE,
+            outcome="ok",
         )
     return device_id
 

@@ -8,14 +8,14 @@ the count and checks it against the policy in the grant's own transaction.
 Frozen: written out here, never generated from ``server.db``.
 
 Revision ID: 0008_lease_limits
-Revises: 0004_change_nonce
+Revises: 0006_audit_chain
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_lease_limits"
-down_revision = "0004_change_nonce"
+down_revision = "0006_audit_chain"
 branch_labels = None
 depends_on = None
 
