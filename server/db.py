@@ -97,6 +97,17 @@ devices = Table(
     Column("active", Integer, nullable=False, default=1),
 )
 
+# Failed logins of a username at a workstation (server.auth): a lockout holds
+# for that clerk at that workstation only; unknown usernames are counted too.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("device_id", String(40), primary_key=True),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("locked_until", String(40)),
+)
+
 enrollment_codes = Table(
     "enrollment_codes",
     metadata,

@@ -30,6 +30,7 @@ CENTRAL_REVISIONS = {
     "0002_leases_and_shifts.py": "95f555ccbb8376c22f15a7e4a9f8f03f1e4573fee802e8cff2c1022078b83721",
     "0003_one_active_card.py": "5158f9658ae176fb23980f6ce8359a33fd985b43bc8301f3a7c6200557475c5e",
     "0004_change_nonce.py": "b86f64e115e07f55406b93cdb2d83ff4f313cb3162ae17400e3a8cfdda73e173",
+    "0005_lockout_by_device.py": "78eb3d97052841eb5cee076ddaf33bc0d95e41ae5060bb36655fa867c48aef4c",
 }
 
 

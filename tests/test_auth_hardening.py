@@ -1,0 +1,181 @@
+"""Identity and access of the central server, as a security review tested it:
+the lockout under parallel guesses (SQLite and PostgreSQL), lockout by clerk
+and workstation, answers that do not tell who exists, revocation with
+immediate effect (``workstation admin ...``), what the IT administrator may
+not do, and which passwords are refused."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from server import auth as server_auth
+from server.app import create_app
+from server.db import make_engine
+from sync.protocol import DEVICE_HEADER
+
+PASSWORD = "secret-123"
+# argon2 at production cost takes ~0.25 s; a check here takes this long, so
+# that parallel guesses overlap as they do against the real hasher
+CHECK_S = 0.1
+
+
+class CountingHasher(PasswordHasher):
+    """A cheap argon2 hasher that counts its verifications (the real
+    password checks) and takes ``CHECK_S`` over each."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=1024, parallelism=1)
+        self.checks = 0
+        self._lock = threading.Lock()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+        with self._lock:
+            self.checks += 1
+        time.sleep(CHECK_S)
+        return super().verify(hash, password)
+
+
+@dataclass
+class Api:
+    http: TestClient
+    engine: Engine
+    hasher: CountingHasher
+
+    @property
+    def auth(self) -> Any:
+        return self.http.app.state.auth  # type: ignore[attr-defined]
+
+    def enroll(self, name: str) -> str:
+        code = self.auth.create_enrollment_code(name)
+        answer = self.http.post("/devices/enroll", json={"code": code, "device_name": name})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["device_token"])
+
+    def login(self, device_token: str, username: str, password: str = PASSWORD) -> Any:
+        return self.http.post(
+            "/auth/login",
+            json={"username": username, "password": password},
+            headers={DEVICE_HEADER: device_token},
+        )
+
+    def parallel_logins(
+        self, device_token: str, username: str, password: str, count: int
+    ) -> list[int]:
+        """``count`` logins at once, each on a thread of its own."""
+        start = threading.Barrier(count)
+
+        def one(_: int) -> int:
+            start.wait()
+            return int(self.login(device_token, username, password).status_code)
+
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            return list(pool.map(one, range(count)))
+
+
+@pytest.fixture
+def api(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    hasher = CountingHasher()
+    monkeypatch.setattr(server_auth, "_hasher", hasher)
+    engine = make_engine(db_url)
+    app = create_app(engine, migrate=True)
+    with TestClient(app) as http:
+        yield Api(http, engine, hasher)
+    engine.dispose()
+
+
+# -- item 2: the lockout holds under parallel guesses ---------------------------
+
+
+def test_parallel_wrong_guesses_are_all_counted(api: Api) -> None:
+    """4 wrong guesses at once, policy 5: each is counted, so one more locks."""
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    device = api.enroll("w1")
+    statuses = api.parallel_logins(device, "cash", "wrong-password", 4)
+    assert statuses == [401] * 4
+    assert api.login(device, "cash", "wrong-password").status_code == 423
+    assert api.login(device, "cash").status_code == 423
+
+
+def test_parallel_guesses_get_no_more_password_checks_than_the_policy_allows(api: Api) -> None:
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    device = api.enroll("w1")
+    api.hasher.checks = 0
+    statuses = api.parallel_logins(device, "cash", "wrong-password", 20)
+    assert api.hasher.checks <= 5, f"{api.hasher.checks} password checks before the lockout"
+    assert sorted(set(statuses)) == [401, 423]
+    assert statuses.count(401) <= 5
+    # locked: even the right password is refused, without a check
+    checks = api.hasher.checks
+    assert api.login(device, "cash").status_code == 423
+    assert api.hasher.checks == checks
+
+
+# -- item 4: lockout by clerk and workstation; unknown usernames answered alike --
+
+
+def test_wrong_guesses_at_one_workstation_do_not_lock_the_clerk_out_at_another(
+    api: Api,
+) -> None:
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    a, b = api.enroll("a"), api.enroll("b")
+    for _ in range(5):
+        api.login(a, "cash", "wrong-password")
+    assert api.login(a, "cash").status_code == 423
+    assert api.login(b, "cash").status_code == 200
+    # and b's own count starts from nothing
+    for _ in range(4):
+        assert api.login(b, "cash", "wrong-password").status_code == 401
+    assert api.login(b, "cash").status_code == 200
+
+
+def test_the_lockout_ends_the_clerk_s_session_at_that_workstation(api: Api) -> None:
+    """Today a locked-out clerk's session kept working."""
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    a, b = api.enroll("a"), api.enroll("b")
+    on_a = api.login(a, "cash").json()["session_token"]
+    on_b = api.login(b, "cash").json()["session_token"]
+    for _ in range(5):
+        api.login(a, "cash", "wrong-password")
+    pulled_a = api.http.get(
+        "/sync/pull", headers={DEVICE_HEADER: a, "Authorization": f"Bearer {on_a}"}
+    )
+    assert pulled_a.status_code == 401 and pulled_a.json()["code"] == "session_ended"
+    pulled_b = api.http.get(
+        "/sync/pull", headers={DEVICE_HEADER: b, "Authorization": f"Bearer {on_b}"}
+    )
+    assert pulled_b.status_code == 200
+
+
+def test_unknown_usernames_and_wrong_passwords_are_answered_alike(api: Api) -> None:
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    device = api.enroll("w1")
+    answers = {}
+    for username in ("cash", "nobody"):
+        api.hasher.checks = 0
+        started = time.perf_counter()
+        answer = api.login(device, username, "wrong-password")
+        took = time.perf_counter() - started
+        answers[username] = (answer.status_code, answer.json(), api.hasher.checks, took)
+    (status, body, checks, took), (status_2, body_2, checks_2, took_2) = answers.values()
+    assert (status, body) == (status_2, body_2)
+    assert body["code"] == "login_failed"
+    # one password check each: the same cost, whoever asks
+    assert checks == checks_2 == 1
+    assert abs(took - took_2) < CHECK_S / 2
+    # and the lockout too does not tell who exists
+    for username in ("cash", "nobody"):
+        for _ in range(4):
+            api.login(device, username, "wrong-password")
+    locked = [api.login(device, username, "wrong-password") for username in ("cash", "nobody")]
+    assert [r.status_code for r in locked] == [423, 423]
+    assert locked[0].json()["code"] == locked[1].json()["code"] == "login_locked"
