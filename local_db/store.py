@@ -1324,6 +1324,13 @@ class LocalStore:
                 )
         return attempts
 
+    def forget_clerk(self, username: str) -> None:
+        """Drop the clerk's cached verifier: no offline login here until they
+        log in online again (after the server disabled them or ended their
+        sessions)."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM clerk_cache WHERE username = ?", (username,))
+
     def clear_login_failures(self, username: str) -> None:
         with self.transaction():
             self.conn.execute(

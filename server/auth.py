@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -35,6 +37,7 @@ from .db import (
     utc_now,
     writer,
 )
+from .passwords import check_password
 from .raw import RawSql
 
 SESSION_HOURS = 12
@@ -220,13 +223,31 @@ def session_of(
     device_id, _, clerk_id, session_device, revoked, expires_at, username, name, roles, active = row
     if clerk_id is None or session_device != device_id:
         raise _session_invalid()
-    if revoked == SESSION_ENDED:
-        raise _session_ended()
     if not active:
         raise _clerk_disabled_session()
+    if revoked == SESSION_ENDED:
+        raise _session_ended()
     if revoked or expires_at < utc_now():
         raise _session_invalid()
     return Session(clerk_id, username, name, tuple(json.loads(roles)), device_id)
+
+
+class AdminRefused(ValueError):
+    """An administrator's command that cannot be carried out; says why in
+    both languages. The refusal is audited, and nothing else written."""
+
+    def __init__(self, zh: str, en: str) -> None:
+        super().__init__(f"{en} / {zh}")
+        self.zh, self.en = zh, en
+
+
+def _end_sessions(conn: Connection, which: Any) -> int:
+    """End the sessions in force that ``which`` selects; their next request
+    gets 401 session_ended. Returns how many."""
+    done = conn.execute(
+        update(sessions).where(which, sessions.c.revoked == 0).values(revoked=SESSION_ENDED)
+    )
+    return int(done.rowcount)
 
 
 class AuthService:
@@ -241,8 +262,7 @@ class AuthService:
             raise ValueError(f"unknown roles: {', '.join(unknown)} (known: {', '.join(ROLES)})")
         if not roles:
             raise ValueError("a clerk needs at least one role")
-        if len(password) < 6:
-            raise ValueError("a password needs at least 6 characters")
+        check_password(password, username)
         clerk_id = str(ULID())
         with writer(self.engine) as conn, conn.begin():
             if conn.execute(select(clerks.c.clerk_id).where(clerks.c.username == username)).first():
@@ -277,6 +297,115 @@ class AuthService:
             )
             self._audit(conn, None, None, "create_enrollment_code", device_name, "ok")
         return code
+
+    # -- revocation: each takes effect at the next request ------------------------
+
+    def disable_device(self, device: str) -> tuple[str, int]:
+        """Disable the workstation ``device`` (its id, or its name if no other
+        holds it): its token is refused from now on and the sessions on it
+        end. Returns (device id, sessions ended). Enrolling it again takes a
+        new code."""
+        with self._administering("disable_device", device) as conn:
+            found = conn.execute(
+                select(devices.c.device_id).where(
+                    (devices.c.device_id == device) | (devices.c.name == device)
+                )
+            ).all()
+            exact = [r.device_id for r in found if r.device_id == device]
+            ids = exact or [r.device_id for r in found]
+            if len(ids) != 1:
+                if ids:
+                    raise AdminRefused(
+                        f"有 {len(ids)} 台工作站名为“{device}”，请用编号指定：{', '.join(ids)}",
+                        f"{len(ids)} workstations are named {device!r}; give the id of "
+                        f"one: {', '.join(ids)}",
+                    )
+                raise AdminRefused(
+                    f"没有编号或名称为“{device}”的工作站（workstation admin list-devices 可列出）。",
+                    f"No workstation has the id or name {device!r} "
+                    "(`workstation admin list-devices` lists them).",
+                )
+            [device_id] = ids
+            conn.execute(update(devices).where(devices.c.device_id == device_id).values(active=0))
+            ended = _end_sessions(conn, sessions.c.device_id == device_id)
+            self._audit(
+                conn, None, device_id, "disable_device", device, "ok", f"{ended} sessions ended"
+            )
+        return device_id, ended
+
+    def disable_clerk(self, username: str) -> int:
+        """Disable a clerk: no login from now on, their sessions end (and so
+        their work at every workstation). Returns the sessions ended."""
+        with self._administering("disable_clerk", username) as conn:
+            clerk_id = self._clerk_id(conn, username)
+            conn.execute(update(clerks).where(clerks.c.clerk_id == clerk_id).values(active=0))
+            ended = _end_sessions(conn, sessions.c.clerk_id == clerk_id)
+            self._audit(
+                conn, clerk_id, None, "disable_clerk", username, "ok", f"{ended} sessions ended"
+            )
+        return ended
+
+    def enable_clerk(self, username: str) -> None:
+        """Let a disabled clerk log in again (with the password they had)."""
+        with self._administering("enable_clerk", username) as conn:
+            clerk_id = self._clerk_id(conn, username)
+            conn.execute(update(clerks).where(clerks.c.clerk_id == clerk_id).values(active=1))
+            self._audit(conn, clerk_id, None, "enable_clerk", username, "ok")
+
+    def end_sessions(self, username: str) -> int:
+        """End every session of a clerk (a workstation left logged in, a
+        password seen): they log in again. Returns the sessions ended."""
+        with self._administering("end_sessions", username) as conn:
+            clerk_id = self._clerk_id(conn, username)
+            ended = _end_sessions(conn, sessions.c.clerk_id == clerk_id)
+            self._audit(
+                conn, clerk_id, None, "end_sessions", username, "ok", f"{ended} sessions ended"
+            )
+        return ended
+
+    def reset_password(self, username: str, password: str) -> int:
+        """Give a clerk a new password (the rules of ``server.passwords``):
+        their sessions end and their lockouts are lifted. Returns the
+        sessions ended."""
+        check_password(password, username)
+        password_hash = _hasher.hash(password)
+        with self._administering("reset_password", username) as conn:
+            clerk_id = self._clerk_id(conn, username)
+            conn.execute(
+                update(clerks)
+                .where(clerks.c.clerk_id == clerk_id)
+                .values(password_hash=password_hash)
+            )
+            conn.execute(delete(login_failures).where(login_failures.c.username == username))
+            ended = _end_sessions(conn, sessions.c.clerk_id == clerk_id)
+            self._audit(
+                conn, clerk_id, None, "reset_password", username, "ok", f"{ended} sessions ended"
+            )
+        return ended
+
+    @contextmanager
+    def _administering(self, action: str, target: str) -> Iterator[Connection]:
+        """The transaction of an administrator's command; a refusal
+        (AdminRefused) is audited after it rolled back."""
+        try:
+            with writer(self.engine) as conn, conn.begin():
+                yield conn
+        except AdminRefused as refused:
+            self.record(None, None, action, target, "refused", refused.en)
+            raise
+
+    @staticmethod
+    def _clerk_id(conn: Connection, username: str) -> str:
+        clerk_id = conn.execute(
+            select(clerks.c.clerk_id).where(clerks.c.username == username)
+        ).scalar()
+        if clerk_id is None:
+            raise AdminRefused(
+                f"没有用户名为“{username}”的操作员（workstation admin list-clerks 可列出）。",
+                f"No clerk has the username {username!r} "
+                "(`workstation admin list-clerks` lists them).",
+            )
+        return str(clerk_id)
 
     # -- enrolment -----------------------------------------------------------
 
@@ -426,14 +555,9 @@ class AuthService:
         with writer(self.engine) as conn, conn.begin():
             [(locked,)] = RawSql(conn).all(_LOCK_SQL, (until, username, device.device_id))
             if clerk_id is not None:
-                conn.execute(
-                    update(sessions)
-                    .where(
-                        sessions.c.clerk_id == clerk_id,
-                        sessions.c.device_id == device.device_id,
-                        sessions.c.revoked == 0,
-                    )
-                    .values(revoked=SESSION_ENDED)
+                _end_sessions(
+                    conn,
+                    (sessions.c.clerk_id == clerk_id) & (sessions.c.device_id == device.device_id),
                 )
             self._audit(conn, clerk_id, device.device_id, "login", username, outcome, "locked out")
         raise _locked(locked)

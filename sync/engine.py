@@ -123,6 +123,13 @@ STUCK_EN = (
 NUMBER_STOCK: dict[Series, tuple[int, int]] = {Series.CARD: (50, 200), Series.RECEIPT: (200, 1000)}
 
 
+# The server ended the session for good (an administrator's revocation, a
+# lockout, a disabled clerk or workstation): the clerk is told and goes back
+# to the login screen; logging in again by itself (reauthenticate) is only
+# for a session that ran out.
+SESSION_ENDED_CODES = frozenset({"session_ended", "clerk_disabled", "device_unknown"})
+
+
 class NotLoggedIn(Exception):
     """No clerk session with the server: nothing can be pushed or pulled yet."""
 
@@ -222,6 +229,7 @@ class SyncEngine:
         reauthenticate: Callable[[], Awaitable[bool]] | None = None,
         on_status: Callable[[SyncStatus], None] | None = None,
         on_issues: Callable[[int], None] | None = None,
+        on_session_ended: Callable[[SyncError], None] | None = None,
         rng: random.Random | None = None,
         push_batch: int = MAX_OPS_PER_PUSH,
         push_bytes: int = PUSH_BYTES,
@@ -236,6 +244,7 @@ class SyncEngine:
         self.reauthenticate = reauthenticate
         self.on_status = on_status
         self.on_issues = on_issues
+        self.on_session_ended = on_session_ended
         self.rng = rng or random.Random()
         self.push_batch = push_batch
         self.push_bytes = push_bytes
@@ -384,8 +393,10 @@ class SyncEngine:
             await self._push_all(report)
             await self._pull_all(report)
             await self._replenish_numbers(report)
-        except Unauthorised:
+        except Unauthorised as exc:
             self.client.session_token = None
+            if exc.code in SESSION_ENDED_CODES and self.on_session_ended is not None:
+                self.on_session_ended(exc)
             raise
         self._deferred_cycles = self._deferred_cycles + 1 if report.waits_for else 0
         stuck = self._deferred_cycles >= STUCK_CYCLES and report.waits_for is not None

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from server import auth as server_auth
 from server.app import create_app
-from server.db import make_engine
+from server.db import audit, make_engine
 from sync.protocol import DEVICE_HEADER
+from workstation.cli import main
 
 PASSWORD = "secret-123"
 # argon2 at production cost takes ~0.25 s; a check here takes this long, so
@@ -50,6 +51,7 @@ class Api:
     http: TestClient
     engine: Engine
     hasher: CountingHasher
+    url: str
 
     @property
     def auth(self) -> Any:
@@ -81,6 +83,31 @@ class Api:
         with ThreadPoolExecutor(max_workers=count) as pool:
             return list(pool.map(one, range(count)))
 
+    def session(self, device_token: str, username: str) -> dict[str, str]:
+        """The headers of a request of ``username`` logged in at ``device_token``."""
+        answer = self.login(device_token, username)
+        assert answer.status_code == 200, answer.text
+        return {
+            DEVICE_HEADER: device_token,
+            "Authorization": f"Bearer {answer.json()['session_token']}",
+        }
+
+    def pull(self, headers: dict[str, str]) -> Any:
+        return self.http.get("/sync/pull", headers=headers)
+
+    def admin(self, *command: str) -> None:
+        """``workstation admin --db URL ...``, as an administrator types it."""
+        main(["admin", "--db", self.url, *command])
+
+    def audited(self, action: str) -> list[tuple[str, str, str | None]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(audit.c.target, audit.c.outcome, audit.c.detail)
+                .where(audit.c.action == action)
+                .order_by(audit.c.audit_id)
+            ).all()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
 
 @pytest.fixture
 def api(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
@@ -89,7 +116,7 @@ def api(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     engine = make_engine(db_url)
     app = create_app(engine, migrate=True)
     with TestClient(app) as http:
-        yield Api(http, engine, hasher)
+        yield Api(http, engine, hasher, db_url)
     engine.dispose()
 
 
@@ -179,3 +206,89 @@ def test_unknown_usernames_and_wrong_passwords_are_answered_alike(api: Api) -> N
     locked = [api.login(device, username, "wrong-password") for username in ("cash", "nobody")]
     assert [r.status_code for r in locked] == [423, 423]
     assert locked[0].json()["code"] == locked[1].json()["code"] == "login_locked"
+
+
+# -- item 3: revocation, through `workstation admin`, at the next request --------
+
+
+def assert_refused(answer: Any, status: int, code: str) -> None:
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert body["code"] == code and body["message_zh"] and body["message_en"]
+
+
+def test_disable_device_refuses_its_token_and_ends_its_sessions(api: Api) -> None:
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    a, b = api.enroll("window-a"), api.enroll("window-b")
+    on_a, on_b = api.session(a, "cash"), api.session(b, "cash")
+    api.admin("disable-device", "window-a")
+    assert_refused(api.pull(on_a), 401, "device_unknown")
+    assert_refused(api.login(a, "cash"), 401, "device_unknown")
+    assert api.pull(on_b).status_code == 200
+    [(target, outcome, detail)] = api.audited("disable_device")
+    assert (target, outcome, detail) == ("window-a", "ok", "1 sessions ended")
+
+
+def test_disable_clerk_ends_their_sessions_and_logins(api: Api) -> None:
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    api.auth.create_clerk("other", "other", ["cashier"], PASSWORD)
+    device = api.enroll("w1")
+    cash, other = api.session(device, "cash"), api.session(device, "other")
+    api.admin("disable-clerk", "cash")
+    assert_refused(api.pull(cash), 401, "clerk_disabled")
+    assert_refused(api.login(device, "cash"), 403, "clerk_disabled")
+    # the wrong password of a disabled clerk tells nothing
+    assert_refused(api.login(device, "cash", "wrong-password"), 401, "login_failed")
+    assert api.pull(other).status_code == 200
+    api.admin("enable-clerk", "cash")
+    assert api.pull(api.session(device, "cash")).status_code == 200
+    assert [o for _, o, _ in api.audited("disable_clerk")] == ["ok"]
+    assert [o for _, o, _ in api.audited("enable_clerk")] == ["ok"]
+
+
+def test_end_sessions_logs_the_clerk_out_everywhere(api: Api) -> None:
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    a, b = api.enroll("a"), api.enroll("b")
+    on_a, on_b = api.session(a, "cash"), api.session(b, "cash")
+    api.admin("end-sessions", "cash")
+    assert_refused(api.pull(on_a), 401, "session_ended")
+    assert_refused(api.pull(on_b), 401, "session_ended")
+    assert api.pull(api.session(a, "cash")).status_code == 200  # they may log in again
+    assert api.audited("end_sessions") == [("cash", "ok", "2 sessions ended")]
+
+
+def test_reset_password_ends_sessions_and_lifts_lockouts(api: Api) -> None:
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    device = api.enroll("w1")
+    on_it = api.session(device, "cash")
+    other = api.enroll("w2")
+    for _ in range(5):
+        api.login(other, "cash", "wrong-password")
+    assert api.login(other, "cash").status_code == 423
+    api.admin("reset-password", "cash", "--password", "Nurse-station-7")
+    assert_refused(api.pull(on_it), 401, "session_ended")
+    assert_refused(api.login(device, "cash"), 401, "login_failed")  # the old one
+    assert api.login(device, "cash", "Nurse-station-7").status_code == 200
+    assert api.login(other, "cash", "Nurse-station-7").status_code == 200  # lifted
+    assert [o for _, o, _ in api.audited("reset_password")] == ["ok"]
+
+
+@pytest.mark.parametrize(
+    ("command", "zh"),
+    [
+        (("disable-clerk", "nobody"), "没有用户名为“nobody”的操作员"),
+        (("enable-clerk", "nobody"), "没有用户名为“nobody”的操作员"),
+        (("end-sessions", "nobody"), "没有用户名为“nobody”的操作员"),
+        (("reset-password", "nobody", "--password", "Nurse-station-7"), "没有用户名为“nobody”"),
+        (("disable-device", "nowhere"), "没有编号或名称为“nowhere”的工作站"),
+    ],
+)
+def test_unknown_clerks_and_devices_are_named_in_both_languages(
+    api: Api, command: tuple[str, ...], zh: str
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        api.admin(*command)
+    message = str(refused.value.code)
+    assert message.startswith("error: No ") and repr(command[1]) in message and zh in message
+    action = command[0].replace("-", "_")
+    assert [(t, o) for t, o, _ in api.audited(action)] == [(command[1], "refused")]

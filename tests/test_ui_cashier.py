@@ -420,3 +420,35 @@ async def test_keys_typed_ahead_land_in_the_field_they_were_typed_for(
             "张三丰",
             "13812345678",
         )
+
+
+@pytest.mark.parametrize(
+    ("command", "told"),
+    [
+        (("end-sessions", "cashier"), "Your session was ended"),
+        (("disable-clerk", "cashier"), "Your account has been disabled"),
+        (("reset-password", "cashier", "--password", "Nurse-station-7"), "Your session was ended"),
+    ],
+)
+async def test_a_session_the_server_ends_sends_the_clerk_back_to_login(
+    station: Station, command: tuple[str, ...], told: str
+) -> None:
+    """``workstation admin ...`` at the server: the clerk at the cashier desk
+    is sent back to the login screen and told why, at the next sync (not
+    logged in again in the background with the password typed earlier), and
+    cannot log in offline with the cached verifier either."""
+    from workstation.cli import main
+
+    app = app_for(station, "en")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await log_in(pilot, app)
+        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
+        assert station.store.cached_clerk("cashier") is not None
+        main(["admin", "--db", station.central.url, *command])
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen), "back at the login screen")
+        await until(pilot, lambda: told in screen_text(app, "#login-error"), "told why")
+        assert any(told in note for note in app.told)  # type: ignore[attr-defined]
+        assert station.desk.clerk is None
+        await until(pilot, lambda: station.store.cached_clerk("cashier") is None, "forgotten")
