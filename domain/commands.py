@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import DomainError, Rejection
-from .roles import ROLE_NAMES
+from .roles import ADMIN_ROLE, ROLE_NAMES
 from .rows import Row
 from .state import DeskState, OpContext
 
@@ -80,6 +80,10 @@ class Command(BaseModel):
         unknown = set(cls.roles) - set(ROLE_NAMES)
         if not cls.roles or unknown:
             raise TypeError(f"{cls.__name__}: roles {sorted(cls.roles)} (unknown: {unknown})")
+        if ADMIN_ROLE in cls.roles:
+            raise TypeError(
+                f"{cls.__name__}: the {ADMIN_ROLE} role (IT) handles no money and no patient data"
+            )
         COMMANDS[cls.kind] = cls
 
     def decide(self, state: DeskState, ctx: OpContext) -> Decision:

@@ -52,7 +52,7 @@ from sync.protocol import (
     SnapshotImageInfo,
 )
 
-from .auth import AuthError, AuthService, Device, Session
+from .auth import AuthError, AuthService, Device, Session, require_data_role
 from .checkpoint import WalCheckpointer
 from .db import is_sqlite, make_engine, utc_now
 from .leases import HighWater, LeaseRefused, grant_lease, reassert_leases
@@ -242,6 +242,10 @@ def create_app(
     ) -> Session:
         return auth.device_and_session(token, _bearer(authorization))
 
+    def data_session_of(session: Annotated[Session, Depends(session_of)]) -> Session:
+        """A session whose clerk works with patients or money (not only IT's)."""
+        return require_data_role(session)
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "epoch": sync.epoch(), "server_time": utc_now()}
@@ -299,7 +303,7 @@ def create_app(
             422: {"model": ErrorBody, "description": "unknown kind or resource, or too many"},
         },
     )
-    def lease(body: LeaseRequest, session: Annotated[Session, Depends(session_of)]) -> Any:
+    def lease(body: LeaseRequest, session: Annotated[Session, Depends(data_session_of)]) -> Any:
         """Lease ``count`` of ``resource`` of ``kind`` (``domain.leases``) to
         the session's workstation."""
         try:
@@ -308,7 +312,7 @@ def create_app(
             return _error(exc.status, exc.code, exc.zh, exc.en)
 
     @app.post("/leases/held", response_model=LeasesKept)
-    def leases_held(body: LeasesHeld, session: Annotated[Session, Depends(session_of)]) -> Any:
+    def leases_held(body: LeasesHeld, session: Annotated[Session, Depends(data_session_of)]) -> Any:
         """The number blocks this workstation holds, told again after a restore
         from a backup: those the server forgot are recorded again (and their
         series' counter moved past them) unless they overlap another's."""
@@ -326,7 +330,7 @@ def create_app(
 
     @app.post("/leases/numbers", response_model=NumberBlockResponse, deprecated=True)
     def lease_numbers(
-        body: NumberBlockRequest, session: Annotated[Session, Depends(session_of)]
+        body: NumberBlockRequest, session: Annotated[Session, Depends(data_session_of)]
     ) -> Any:
         """A number block, as workstations of release 0.1 ask for one."""
         try:
@@ -381,7 +385,7 @@ def create_app(
 
     @app.get("/sync/pull", response_model=PullResponse)
     def pull(
-        session: Annotated[Session, Depends(session_of)],
+        session: Annotated[Session, Depends(data_session_of)],
         cursor: Annotated[int, Query(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Query(ge=1, le=PULL_LIMIT_MAX)] = 1000,
         mark: Annotated[str | None, Query(pattern="^[0-9a-f]{16}$")] = None,
@@ -405,7 +409,7 @@ def create_app(
         response_class=StreamingResponse,
         responses={200: {"content": {"application/x-ndjson+gzip": {}}}},
     )
-    def snapshot(session: Annotated[Session, Depends(session_of)]) -> StreamingResponse:
+    def snapshot(session: Annotated[Session, Depends(data_session_of)]) -> StreamingResponse:
         auth.record(session.clerk_id, session.device_id, "snapshot", "", "ok")
         return StreamingResponse(
             sync.snapshot(session.device_id), media_type="application/x-ndjson+gzip"
@@ -421,7 +425,7 @@ def create_app(
         },
     )
     def snapshot_image(
-        session: Annotated[Session, Depends(session_of)],
+        session: Annotated[Session, Depends(data_session_of)],
         schema: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> Any:
         """A complete replica file (gzip'd) for a workstation of replica schema

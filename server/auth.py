@@ -24,7 +24,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from ulid import ULID
 
-from domain.roles import ROLES
+from domain.roles import DATA_ROLES, ROLES
 
 from .db import (
     audit,
@@ -37,7 +37,7 @@ from .db import (
     utc_now,
     writer,
 )
-from .passwords import check_password
+from .passwords import PasswordRefused, check_password
 from .raw import RawSql
 
 SESSION_HOURS = 12
@@ -232,6 +232,21 @@ def session_of(
     return Session(clerk_id, username, name, tuple(json.loads(roles)), device_id)
 
 
+def require_data_role(session: Session) -> Session:
+    """The session, if its clerk works with patients or money: the IT
+    administrator's role (only) gets no patient data, pushes nothing and
+    leases no numbers (403)."""
+    if not DATA_ROLES.intersection(session.roles):
+        raise AuthError(
+            403,
+            "role_no_data",
+            "系统管理员不处理收费和患者数据：请用收费、登记或主管账号登录。",
+            "The administrator role handles no money and no patient data: log in as a "
+            "cashier, admission clerk, registrar or supervisor.",
+        )
+    return session
+
+
 class AdminRefused(ValueError):
     """An administrator's command that cannot be carried out; says why in
     both languages. The refusal is audited, and nothing else written."""
@@ -367,7 +382,11 @@ class AuthService:
         """Give a clerk a new password (the rules of ``server.passwords``):
         their sessions end and their lockouts are lifted. Returns the
         sessions ended."""
-        check_password(password, username)
+        try:
+            check_password(password, username)
+        except PasswordRefused as refused:
+            self.record(None, None, "reset_password", username, "refused", refused.en)
+            raise
         password_hash = _hasher.hash(password)
         with self._administering("reset_password", username) as conn:
             clerk_id = self._clerk_id(conn, username)

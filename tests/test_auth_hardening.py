@@ -292,3 +292,99 @@ def test_unknown_clerks_and_devices_are_named_in_both_languages(
     assert message.startswith("error: No ") and repr(command[1]) in message and zh in message
     action = command[0].replace("-", "_")
     assert [(t, o) for t, o, _ in api.audited(action)] == [(command[1], "refused")]
+
+
+# -- item 6: the IT administrator handles no money and no patient data ------------
+
+
+def test_no_command_is_the_administrator_s() -> None:
+    from domain.commands import COMMANDS
+
+    assert COMMANDS["cancel_card"].roles == frozenset({"supervisor"})
+    assert not [kind for kind, command in COMMANDS.items() if "admin" in command.roles]
+
+
+def test_the_administrator_role_cannot_join_a_command() -> None:
+    from typing import ClassVar
+
+    from domain.commands import Command
+
+    with pytest.raises(TypeError, match="admin"):
+
+        class WipeEverything(Command):
+            kind: ClassVar[str] = "wipe_everything_test"
+            roles: ClassVar[frozenset[str]] = frozenset({"supervisor", "admin"})
+            names: ClassVar[tuple[str, str]] = ("清空", "wipe")
+
+
+DATA_REQUESTS = [
+    ("GET", "/sync/pull", None),
+    ("GET", "/sync/snapshot", None),
+    ("GET", "/sync/snapshot/image?schema=x", None),
+    ("POST", "/sync/push", {"device_time": "2026-01-01T00:00:00+00:00", "ops": []}),
+    ("POST", "/leases", {"kind": "number_block", "resource": "card", "count": 10}),
+    ("POST", "/leases/numbers", {"series": "card", "count": 10}),
+    ("POST", "/leases/held", {"leases": []}),
+]
+
+
+def test_the_administrator_s_session_gets_no_patient_data_and_moves_no_money(api: Api) -> None:
+    api.auth.create_clerk("it", "IT", ["admin"], PASSWORD)
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    device = api.enroll("w1")
+    it, cash = api.session(device, "it"), api.session(device, "cash")
+    for method, path, body in DATA_REQUESTS:
+        answer = api.http.request(method, path, json=body, headers=it)
+        assert_refused(answer, 403, "role_no_data")
+        assert "系统管理员" in answer.json()["message_zh"]
+        assert "administrator" in answer.json()["message_en"]
+        assert api.http.request(method, path, json=body, headers=cash).status_code != 403, path
+    # the administrator logs in and out as anyone does
+    assert api.http.post("/auth/logout", headers=it).status_code == 204
+
+
+# -- item 6: passwords ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("Ab3-xyz", "at least 8 characters"),
+        ("12345678", "most common passwords"),
+        ("Password", "most common passwords"),
+        ("qwerty123", "most common passwords"),
+        ("88888888", "most common passwords"),
+        ("a1234567", "most common passwords"),
+        ("woaini1314", "most common passwords"),
+        ("wangfang-2026", "must not contain the username"),
+    ],
+)
+def test_weak_passwords_are_refused_with_a_clear_message(api: Api, password: str, why: str) -> None:
+    with pytest.raises(SystemExit) as refused:
+        api.admin(
+            "create-clerk",
+            "wangfang",
+            "--name",
+            "王芳",
+            "--roles",
+            "cashier",
+            "--password",
+            password,
+        )
+    message = str(refused.value.code)
+    assert message.startswith("error: ") and why in message and "密码" in message
+    api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
+    with pytest.raises(SystemExit) as refused:
+        api.admin("reset-password", "cash", "--password", password.replace("wangfang", "cash"))
+    assert why in str(refused.value.code)
+    assert [(t, o) for t, o, _ in api.audited("reset_password")] == [("cash", "refused")]
+    device = api.enroll("w1")
+    assert api.login(device, "cash").status_code == 200  # the old password still holds
+
+
+def test_the_demo_s_passwords_pass_the_rules() -> None:
+    from server.passwords import check_password
+    from workstation.demo.seed import DEMO_CLERKS
+
+    for username, _, _, password in DEMO_CLERKS:
+        check_password(password, username)
