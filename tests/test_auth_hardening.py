@@ -6,12 +6,15 @@ not do, and which passwords are refused."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from argon2 import PasswordHasher
@@ -21,8 +24,13 @@ from sqlalchemy import Engine, select
 from server import auth as server_auth
 from server.app import create_app
 from server.db import audit, make_engine
+from sync.client import SyncError
+from sync.engine import NotLoggedIn
 from sync.protocol import DEVICE_HEADER
+from tests.harness import PASSWORD as HARNESS_PASSWORD
+from tests.harness import Central, cashier_station
 from workstation.cli import main
+from workstation.desk import LoginFailed
 
 PASSWORD = "secret-123"
 # argon2 at production cost takes ~0.25 s; a check here takes this long, so
@@ -39,7 +47,7 @@ class CountingHasher(PasswordHasher):
         self.checks = 0
         self._lock = threading.Lock()
 
-    def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:  # noqa: A002
         with self._lock:
             self.checks += 1
         time.sleep(CHECK_S)
@@ -106,7 +114,7 @@ class Api:
                 .where(audit.c.action == action)
                 .order_by(audit.c.audit_id)
             ).all()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [(r.target, r.outcome, r.detail) for r in rows]
 
 
 @pytest.fixture
@@ -317,7 +325,7 @@ def test_the_administrator_role_cannot_join_a_command() -> None:
             names: ClassVar[tuple[str, str]] = ("清空", "wipe")
 
 
-DATA_REQUESTS = [
+DATA_REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/sync/pull", None),
     ("GET", "/sync/snapshot", None),
     ("GET", "/sync/snapshot/image?schema=x", None),
@@ -388,3 +396,32 @@ def test_the_demo_s_passwords_pass_the_rules() -> None:
 
     for username, _, _, password in DEMO_CLERKS:
         check_password(password, username)
+
+
+# -- the workstation: a session the server will not give back ------------------------
+
+
+async def test_a_clerk_the_server_no_longer_logs_in_is_sent_back_to_login(
+    central: Central, tmp_path: Path
+) -> None:
+    """The session ran out and the clerk was disabled meanwhile: the
+    workstation's quiet login with the password typed earlier is refused, so
+    the clerk is logged out at the desk, told why, and cannot log in offline
+    with the verifier cached here either."""
+    station = await cashier_station(central, tmp_path)
+    try:
+        station.client.session_token = "ran-out"  # as after SESSION_HOURS
+        central.auth.disable_clerk("cash")
+        with contextlib.suppress(SyncError):
+            await station.engine.sync_once()  # 401 session_invalid: token dropped
+        with pytest.raises(NotLoggedIn):
+            await station.engine.sync_once()  # the quiet login again: refused
+        assert station.desk.clerk is None
+        assert station.desk.ended is not None and station.desk.ended.code == "clerk_disabled"
+        await asyncio.sleep(0.2)  # the verifier is dropped in a thread
+        station.offline()
+        with pytest.raises(LoginFailed) as offline:
+            await station.desk.login("cash", HARNESS_PASSWORD)
+        assert offline.value.code == "offline_unknown"
+    finally:
+        await station.close()
