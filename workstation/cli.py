@@ -319,7 +319,7 @@ def _admin_command(args: argparse.Namespace, engine: Engine) -> None:
         with engine.connect() as conn:
             for row in conn.execute(select(devices).order_by(devices.c.enrolled_at)):
                 state = "active" if row.active else "disabled"
-                print(f"{row.device_id}  {row.name:<24} {state:<9} seen {row.last_seen_at or '-'}")
+                print(f"{row.device_id}  {row.name:<24} {state:<9} enrolled {row.enrolled_at}")
     elif args.admin_command == "enroll-code":
         print(auth.create_enrollment_code(args.device_name))
     elif args.admin_command == "list-clerks":
