@@ -194,22 +194,26 @@ def test_the_lockout_ends_the_clerk_s_session_at_that_workstation(api: Api) -> N
 def test_unknown_usernames_and_wrong_passwords_are_answered_alike(api: Api) -> None:
     api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
     device = api.enroll("w1")
-    answers = {}
-    for username in ("cash", "nobody"):
-        api.hasher.checks = 0
-        started = time.perf_counter()
-        answer = api.login(device, username, "wrong-password")
-        took = time.perf_counter() - started
-        answers[username] = (answer.status_code, answer.json(), api.hasher.checks, took)
-    (status, body, checks, took), (status_2, body_2, checks_2, took_2) = answers.values()
-    assert (status, body) == (status_2, body_2)
-    assert body["code"] == "login_failed"
+    bodies: dict[str, set[tuple[int, str]]] = {"cash": set(), "nobody": set()}
+    checks: dict[str, list[int]] = {"cash": [], "nobody": []}
+    took: dict[str, list[float]] = {"cash": [], "nobody": []}
+    for _ in range(2):  # alternately, the fastest of two each: a busy machine varies
+        for username in ("cash", "nobody"):
+            api.hasher.checks = 0
+            started = time.perf_counter()
+            answer = api.login(device, username, "wrong-password")
+            took[username].append(time.perf_counter() - started)
+            checks[username].append(api.hasher.checks)
+            bodies[username].add((answer.status_code, answer.text))
+    assert bodies["cash"] == bodies["nobody"]
+    [(status, text)] = bodies["cash"]
+    assert status == 401 and '"code":"login_failed"' in text
     # one password check each: the same cost, whoever asks
-    assert checks == checks_2 == 1
-    assert abs(took - took_2) < CHECK_S / 2
+    assert checks == {"cash": [1, 1], "nobody": [1, 1]}
+    assert abs(min(took["cash"]) - min(took["nobody"])) < CHECK_S * 0.75
     # and the lockout too does not tell who exists
     for username in ("cash", "nobody"):
-        for _ in range(4):
+        for _ in range(3):
             api.login(device, username, "wrong-password")
     locked = [api.login(device, username, "wrong-password") for username in ("cash", "nobody")]
     assert [r.status_code for r in locked] == [423, 423]
@@ -225,7 +229,9 @@ def assert_refused(answer: Any, status: int, code: str) -> None:
     assert body["code"] == code and body["message_zh"] and body["message_en"]
 
 
-def test_disable_device_refuses_its_token_and_ends_its_sessions(api: Api) -> None:
+def test_disable_device_refuses_its_token_and_ends_its_sessions(
+    api: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
     api.auth.create_clerk("cash", "cash", ["cashier"], PASSWORD)
     a, b = api.enroll("window-a"), api.enroll("window-b")
     on_a, on_b = api.session(a, "cash"), api.session(b, "cash")
@@ -235,6 +241,10 @@ def test_disable_device_refuses_its_token_and_ends_its_sessions(api: Api) -> Non
     assert api.pull(on_b).status_code == 200
     [(target, outcome, detail)] = api.audited("disable_device")
     assert (target, outcome, detail) == ("window-a", "ok", "1 sessions ended")
+    capsys.readouterr()
+    api.admin("list-devices")
+    listed = {line.split()[1]: line.split()[2] for line in capsys.readouterr().out.splitlines()}
+    assert listed == {"window-a": "disabled", "window-b": "active"}
 
 
 def test_disable_clerk_ends_their_sessions_and_logins(api: Api) -> None:
