@@ -496,9 +496,10 @@ class AuthService:
         statement (:data:`_COUNT_ATTEMPT_SQL`), and a success clears it: so
         parallel guesses are each counted, and no more than the policy's
         attempts reach the (slow) check before the lockout. The check runs
-        outside any transaction. A username nobody holds (or a disabled
-        clerk's) is answered as a wrong password is, after a check of the same
-        cost against a dummy hash, and is locked out the same way."""
+        outside any transaction. A username nobody holds is answered as a
+        wrong password is, after a check of the same cost against a dummy
+        hash, and is locked out the same way. A disabled clerk is told so
+        (403 clerk_disabled) only with their right password."""
         now = _now()
         at = now.isoformat(timespec="seconds")
         with writer(self.engine) as conn, conn.begin():
