@@ -54,7 +54,10 @@ give integer fen):
 method: cash (default), bank_card, wechat, alipay. A committed action answers
 state "confirmed" (the server applied it), "provisional" (committed here, to
 be sent) or "refused" (the server refused it at once: see issues). Lines with
-"event" are unsolicited: ready, status (sync status changed), stopped.
+"event" are unsolicited: ready, status (sync status changed), stopped. A
+status with "clerk": null and "error_code" session_ended, clerk_disabled or
+device_unknown: the server ended the clerk's session (an administrator, a
+lockout); log in again.
 End of input, quit or SIGTERM stop the workstation in order.
 """
 
