@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import DomainError, Rejection
 from .numbers import Series
-from .roles import ROLE_NAMES
+from .roles import ADMIN_ROLE, ROLE_NAMES
 from .rows import Row
 from .state import DeskState, OpContext
 
@@ -86,6 +86,10 @@ class Command(BaseModel):
             raise TypeError(f"{cls.__name__}: roles {sorted(cls.roles)} (unknown: {unknown})")
         if not cls.numbers <= {s.value for s in Series}:
             raise TypeError(f"{cls.__name__}: numbers {sorted(cls.numbers)} (not all a Series)")
+        if ADMIN_ROLE in cls.roles:
+            raise TypeError(
+                f"{cls.__name__}: the {ADMIN_ROLE} role (IT) handles no money and no patient data"
+            )
         COMMANDS[cls.kind] = cls
 
     def decide(self, state: DeskState, ctx: OpContext) -> Decision:

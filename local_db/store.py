@@ -1392,6 +1392,19 @@ class LocalStore:
                 )
         return attempts
 
+    def forget_clerk(self, username: str) -> None:
+        """Drop what an offline login of the clerk needs (the cached clerk and
+        their sealed signing key): no offline login here until they log in
+        online again (after the server disabled them or ended their sessions).
+        Their ops already signed stay as they are."""
+        with self.transaction():
+            self.conn.execute(
+                "DELETE FROM clerk_keys WHERE clerk_id IN "
+                "(SELECT clerk_id FROM clerk_cache WHERE username = ?)",
+                (username,),
+            )
+            self.conn.execute("DELETE FROM clerk_cache WHERE username = ?", (username,))
+
     def clear_login_failures(self, username: str) -> None:
         with self.transaction():
             self.conn.execute(

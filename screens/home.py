@@ -52,6 +52,8 @@ class HomeScreen(DeskScreen[None]):
                 continue
             suffix = "" if built else " " + self.t("home.not_yet")
             lines.append(f"  {fkey}  {self.t(key)}{suffix}")
+        if clerk is not None and len(lines) == 2:  # no desk opens for these roles (IT's)
+            lines.append(self.t("home.no_desk"))
         self.query_one("#desks", Static).update("\n".join(lines))
         self.query_one("#home-message", Static).update("")
 

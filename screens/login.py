@@ -73,6 +73,12 @@ class LoginScreen(DeskScreen[None]):
         if self.demo is not None:
             self.query_one("#demo-text", Static).update(self._demo_text())
 
+    def show_error(self, message: str) -> None:
+        """Why the clerk is here again (the server ended their session)."""
+        self.query_one("#login-error", Static).update(message)
+        self.query_one("#password", Input).value = ""
+        self.query_one("#username", Input).focus()
+
     @on(Input.Submitted, "#password")
     def _submit(self) -> None:
         self.action_login()

@@ -52,7 +52,7 @@ from sync.protocol import (
     SnapshotImageInfo,
 )
 
-from .auth import AuthError, AuthService, Device, Session
+from .auth import AuthError, AuthService, Device, Session, require_data_role
 from .checkpoint import WalCheckpointer
 from .db import is_sqlite, make_engine, utc_now
 from .keys import register_key
@@ -252,6 +252,17 @@ def create_app(
     ) -> Session:
         return auth.device_and_session(token, _bearer(authorization))
 
+    def data_session_of(
+        request: Request, session: Annotated[Session, Depends(session_of)]
+    ) -> Session:
+        """A session whose clerk works with patients or money (not only IT's);
+        a refusal is audited (``access``, the path asked for)."""
+        try:
+            return require_data_role(session)
+        except AuthError as exc:
+            auth.record_for(session, "access", request.url.path, "refused", exc.code)
+            raise
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "epoch": sync.epoch(), "server_time": utc_now()}
@@ -335,7 +346,7 @@ def create_app(
             **limited,
         },
     )
-    def lease(body: LeaseRequest, session: Annotated[Session, Depends(session_of)]) -> Any:
+    def lease(body: LeaseRequest, session: Annotated[Session, Depends(data_session_of)]) -> Any:
         """Lease ``count`` of ``resource`` of ``kind`` (``domain.leases``) to
         the session's workstation. Number blocks: only to a clerk whose roles
         use numbers of the series, within the policy's limits per device."""
@@ -345,7 +356,7 @@ def create_app(
             return lease_refused(exc)
 
     @app.post("/leases/held", response_model=LeasesKept, responses={429: limited[429]})
-    def leases_held(body: LeasesHeld, session: Annotated[Session, Depends(session_of)]) -> Any:
+    def leases_held(body: LeasesHeld, session: Annotated[Session, Depends(data_session_of)]) -> Any:
         """The number blocks this workstation holds, told again after a restore
         from a backup: those the server forgot are recorded again (and their
         series' counter moved past them) unless they overlap another's or were
@@ -369,7 +380,7 @@ def create_app(
         "/leases/numbers", response_model=NumberBlockResponse, deprecated=True, responses=limited
     )
     def lease_numbers(
-        body: NumberBlockRequest, session: Annotated[Session, Depends(session_of)]
+        body: NumberBlockRequest, session: Annotated[Session, Depends(data_session_of)]
     ) -> Any:
         """A number block, as workstations of release 0.1 ask for one."""
         try:
@@ -424,7 +435,7 @@ def create_app(
 
     @app.get("/sync/pull", response_model=PullResponse)
     def pull(
-        session: Annotated[Session, Depends(session_of)],
+        session: Annotated[Session, Depends(data_session_of)],
         cursor: Annotated[int, Query(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Query(ge=1, le=PULL_LIMIT_MAX)] = 1000,
         mark: Annotated[str | None, Query(pattern="^[0-9a-f]{16}$")] = None,
@@ -455,7 +466,7 @@ def create_app(
         response_class=StreamingResponse,
         responses={200: {"content": {"application/x-ndjson+gzip": {}}}},
     )
-    def snapshot(session: Annotated[Session, Depends(session_of)]) -> StreamingResponse:
+    def snapshot(session: Annotated[Session, Depends(data_session_of)]) -> StreamingResponse:
         auth.record_for(session, "snapshot", "", "ok")
         return StreamingResponse(
             sync.snapshot(session.device_id), media_type="application/x-ndjson+gzip"
@@ -471,7 +482,7 @@ def create_app(
         },
     )
     def snapshot_image(
-        session: Annotated[Session, Depends(session_of)],
+        session: Annotated[Session, Depends(data_session_of)],
         schema: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> Any:
         """A complete replica file (gzip'd) for a workstation of replica schema

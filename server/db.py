@@ -111,6 +111,17 @@ clerk_keys = Table(
     Index("clerk_keys_clerk_device", "clerk_id", "device_id"),
 )
 
+# Failed logins of a username at a workstation (server.auth): a lockout holds
+# for that clerk at that workstation only; unknown usernames are counted too.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("device_id", String(40), primary_key=True),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("locked_until", String(40)),
+)
+
 enrollment_codes = Table(
     "enrollment_codes",
     metadata,

@@ -45,7 +45,7 @@ from sync.protocol import (
     new_nonce,
 )
 
-from .auth import session_of
+from .auth import require_data_role, session_of
 from .chain import OPS, OPS_FIELDS, append_audit, chain_rows, effects_hash
 from .db import (
     CHANGE_SEQ,
@@ -375,7 +375,7 @@ class SyncService:
     ) -> PushResponse:
         with writer(self.engine) as conn, conn.begin():
             sql = RawSql(conn)
-            session = session_of(sql, device_token, bearer, lock_device=True)
+            session = require_data_role(session_of(sql, device_token, bearer, lock_device=True))
             request = parse_push(body)
             # epoch, policy and the device's last op, read once for the check and the batch
             settings = dict(sql.all(_SETTINGS_SQL, (session.device_id, session.device_id)))

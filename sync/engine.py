@@ -134,6 +134,13 @@ NUMBER_STOCK: dict[Series, tuple[int, int]] = {Series.CARD: (50, 200), Series.RE
 LEASE_RETRY_S = 60.0
 
 
+# The server ended the session for good (an administrator's revocation, a
+# lockout, a disabled clerk or workstation): the clerk is told and goes back
+# to the login screen; logging in again by itself (reauthenticate) is only
+# for a session that ran out.
+SESSION_ENDED_CODES = frozenset({"session_ended", "clerk_disabled", "device_unknown"})
+
+
 class NotLoggedIn(Exception):
     """No clerk session with the server: nothing can be pushed or pulled yet."""
 
@@ -235,6 +242,7 @@ class SyncEngine:
         reauthenticate: Callable[[], Awaitable[bool]] | None = None,
         on_status: Callable[[SyncStatus], None] | None = None,
         on_issues: Callable[[int], None] | None = None,
+        on_session_ended: Callable[[SyncError], None] | None = None,
         rng: random.Random | None = None,
         push_batch: int = MAX_OPS_PER_PUSH,
         push_bytes: int = PUSH_BYTES,
@@ -249,6 +257,7 @@ class SyncEngine:
         self.reauthenticate = reauthenticate
         self.on_status = on_status
         self.on_issues = on_issues
+        self.on_session_ended = on_session_ended
         self.rng = rng or random.Random()
         self.push_batch = push_batch
         self.push_bytes = push_bytes
@@ -407,8 +416,10 @@ class SyncEngine:
             if self._blocks_untold and time.monotonic() >= self._tell_after:
                 await self._tell_number_blocks()
             await self._replenish_numbers(report)
-        except Unauthorised:
+        except Unauthorised as exc:
             self.client.session_token = None
+            if exc.code in SESSION_ENDED_CODES and self.on_session_ended is not None:
+                self.on_session_ended(exc)
             raise
         self._deferred_cycles = self._deferred_cycles + 1 if report.waits_for else 0
         stuck = self._deferred_cycles >= STUCK_CYCLES and report.waits_for is not None

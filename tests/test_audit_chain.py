@@ -336,9 +336,9 @@ def test_a_push_takes_the_op_log_s_head_once_for_its_whole_batch(
     engine = make_engine(db_url)
     app = create_app(engine, migrate=True)
     auth, sync = app.state.auth, app.state.sync
-    auth.create_clerk("c", "c", ["cashier"], PASSWORD)
+    auth.create_clerk("kw", "kw", ["cashier"], PASSWORD)
     device_id, token = auth.enroll(auth.create_enrollment_code("w"), "w")
-    session, _, s = auth.login(auth.device(token), "c", PASSWORD)
+    session, _, s = auth.login(auth.device(token), "kw", PASSWORD)
     key = SigningKey.generate()
     register_key(engine, s.clerk_id, device_id, key.public_key.hex(), None, auth.audit_in)
     statements: list[str] = []

@@ -611,8 +611,13 @@ def test_cancel_card(with_card: FakeState) -> None:
 
 def test_cancel_a_lost_card(with_card: FakeState) -> None:
     set_status(with_card, CARD_1, CardStatus.LOST)
-    [card] = accepted(with_card, CancelCard(card_no=CARD_1, reason="x"), ctx("admin")).rows
+    [card] = accepted(with_card, CancelCard(card_no=CARD_1, reason="x"), ctx("supervisor")).rows
     assert isinstance(card, CardRow) and card.status == "cancelled"
+
+
+def test_the_it_administrator_cancels_no_card(with_card: FakeState) -> None:
+    refused = rejected(with_card, CancelCard(card_no=CARD_1, reason="x"), ctx("admin"))
+    assert refused.code == "role_forbidden"
 
 
 def test_cancel_card_twice(with_card: FakeState) -> None:

@@ -31,7 +31,8 @@ CENTRAL_REVISIONS = {
     "0002_leases_and_shifts.py": "95f555ccbb8376c22f15a7e4a9f8f03f1e4573fee802e8cff2c1022078b83721",
     "0003_one_active_card.py": "5158f9658ae176fb23980f6ce8359a33fd985b43bc8301f3a7c6200557475c5e",
     "0004_change_nonce.py": "b86f64e115e07f55406b93cdb2d83ff4f313cb3162ae17400e3a8cfdda73e173",
-    "0006_audit_chain.py": "fc189e598118bff8442b48c63ed0524056678d23b1c14b6048de54bfabf02e9e",
+    "0005_lockout_by_device.py": "78eb3d97052841eb5cee076ddaf33bc0d95e41ae5060bb36655fa867c48aef4c",
+    "0006_audit_chain.py": "f365e35ffd6465ed489c4dc8a8a009c0bf269e476e1929595de5e1b7f0236a85",
     "0008_lease_limits.py": "3f0602a1cb8999b805389851cffc13a4ef5a210816bbeaac3429b57528b8dcd2",
     "0009_clerk_keys.py": "e8d18b1341aad3e80c96d48797b9d9137ac578a0669e0a9325b9750498fc8322",
 }

@@ -275,7 +275,7 @@ async def test_a_disabled_device_and_an_inactive_clerk_are_refused_at_once(db_ur
             assert_error_body(
                 await _post_push(server, other, [wire(other, register_cmd())]),
                 401,
-                "session_invalid",
+                "clerk_disabled",  # the session is over, and the clerk told why
             )
 
 

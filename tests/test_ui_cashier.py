@@ -420,3 +420,62 @@ async def test_keys_typed_ahead_land_in_the_field_they_were_typed_for(
             "张三丰",
             "13812345678",
         )
+
+
+@pytest.mark.parametrize(
+    ("command", "told"),
+    [
+        (("end-sessions", "cashier"), "Your session was ended"),
+        (("disable-clerk", "cashier"), "Your account has been disabled"),
+        (("reset-password", "cashier", "--password", "Nurse-station-7"), "Your session was ended"),
+    ],
+)
+async def test_a_session_the_server_ends_sends_the_clerk_back_to_login(
+    station: Station, command: tuple[str, ...], told: str
+) -> None:
+    """``workstation admin ...`` at the server: the clerk at the cashier desk
+    is sent back to the login screen and told why, at the next sync (not
+    logged in again in the background with the password typed earlier), and
+    cannot log in offline with the cached verifier either."""
+    from workstation.cli import main
+
+    app = app_for(station, "en")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await log_in(pilot, app)
+        await until(pilot, lambda: station.store.get_meta("epoch") is not None, "bootstrap")
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CashierScreen), "cashier desk")
+        assert station.store.cached_clerk("cashier") is not None
+        main(["admin", "--db", station.central.url, *command])
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen), "back at the login screen")
+        await until(pilot, lambda: told in screen_text(app, "#login-error"), "told why")
+        assert any(told in note for note in app.told)  # type: ignore[attr-defined]
+        assert station.desk.clerk is None
+        await until(pilot, lambda: station.store.cached_clerk("cashier") is None, "forgotten")
+
+
+async def test_the_it_administrator_has_no_desk_at_the_window(station: Station) -> None:
+    """The admin role handles no money and no patient data: its home screen
+    says so (and where clerks and workstations are managed), no F-key opens a
+    desk, and the server sends it nothing to sync."""
+    station.central.clerk("it", ["admin"], name="刘洋")
+    app = app_for(station, "en")
+    async with app.run_test(size=(140, 45)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen), "login screen")
+        await type_text(pilot, "it")
+        await pilot.press("enter")
+        await type_text(pilot, PASSWORD)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, HomeScreen), "home screen")
+        await until(pilot, lambda: "Choose your desk" in screen_text(app, "#desks"), "desks")
+        desks = screen_text(app, "#desks")
+        assert "handles no money and no patient data" in desks and "F2" not in desks
+        await pilot.press("f2")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, HomeScreen)
+        await until(
+            pilot,
+            lambda: station.engine.status.error_code == "role_no_data",
+            "the server's refusal in the status",
+        )
+        assert station.store.get_meta("epoch") is None  # no patient data came

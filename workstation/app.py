@@ -31,7 +31,7 @@ from screens.home import HomeScreen
 from screens.login import DemoInfo, LoginScreen
 from screens.sync_issues import SyncIssuesScreen
 from screens.widgets import DeskInput, StatusBar
-from workstation.desk import CashierDesk, Desk, StoreChanges
+from workstation.desk import CashierDesk, Desk, LoginFailed, StoreChanges
 from workstation.desk.i18n import I18n
 from workstation.heap import settle_heap
 
@@ -149,6 +149,8 @@ class WindowApp(App[None]):
     def refresh_status(self) -> None:
         if not self.screen_stack:
             return
+        if self.desk.ended is not None and self.desk.clerk is None:
+            self._back_to_login(self.desk.ended)
         status = self.desk.status()
         now = self.clock()
         if status.open_issues > self._issues_seen and self.desk.clerk is not None:
@@ -189,6 +191,17 @@ class WindowApp(App[None]):
     def open_desk(self, name: str) -> None:
         if name == "cashier":
             self.push_screen(CashierScreen())
+
+    def _back_to_login(self, why: LoginFailed) -> None:
+        """The server ended the clerk's session (revoked, disabled, locked
+        out): whatever screen they were on, back to the login screen, told why."""
+        self.desk.ended = None
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, LoginScreen):
+            self.pop_screen()
+        message = why.message(self.i18n.language)
+        if isinstance(self.screen, LoginScreen):
+            self.screen.show_error(message)
+        self.notify(message, severity="error", timeout=20)
 
     async def logout(self) -> None:
         await self.desk.logout()

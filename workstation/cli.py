@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from server.auth import AuthService
     from workstation.builder import Workstation
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "hospital-workstation"
@@ -54,7 +55,10 @@ give integer fen):
 method: cash (default), bank_card, wechat, alipay. A committed action answers
 state "confirmed" (the server applied it), "provisional" (committed here, to
 be sent) or "refused" (the server refused it at once: see issues). Lines with
-"event" are unsolicited: ready, status (sync status changed), stopped.
+"event" are unsolicited: ready, status (sync status changed), stopped. A
+status with "clerk": null and "error_code" session_ended, clerk_disabled or
+device_unknown: the server ended the clerk's session (an administrator, a
+lockout); log in again.
 End of input, quit or SIGTERM stop the workstation in order.
 """
 
@@ -154,6 +158,24 @@ def main(argv: list[str] | None = None) -> None:
     code = admin_sub.add_parser("enroll-code", help="make a one-time code to enroll a workstation")
     code.add_argument("--device-name", required=True)
     admin_sub.add_parser("list-clerks")
+    admin_sub.add_parser("list-devices", help="the enrolled workstations: id, name, state")
+    for name, what in (
+        ("disable-clerk", "disable a clerk: no login any more, their sessions end at once"),
+        ("enable-clerk", "let a disabled clerk log in again"),
+        ("end-sessions", "end a clerk's sessions at every workstation: they log in again"),
+    ):
+        admin_sub.add_parser(name, help=what).add_argument("username")
+    reset = admin_sub.add_parser(
+        "reset-password",
+        help="give a clerk a new password (asks for it): their sessions end, lockouts lift",
+    )
+    reset.add_argument("username")
+    reset.add_argument("--password", help="omit to be asked (recommended)")
+    admin_sub.add_parser(
+        "disable-device",
+        help="disable a workstation (id or name): its token and sessions end at once; "
+        "enrolling it again takes a new code",
+    ).add_argument("device")
     admin_sub.add_parser(
         "new-epoch", help="after restoring the database from a backup: workstations re-bootstrap"
     )
@@ -309,7 +331,7 @@ def _admin_command(args: argparse.Namespace, engine: Engine) -> None:
 
     from domain.state import Policy
     from server.auth import AuthService
-    from server.db import clerks, load_policy, save_policy, start_new_epoch
+    from server.db import clerks, devices, load_policy, save_policy, start_new_epoch
     from server.migrate import check_schema, migrate
 
     if args.admin_command == "migrate":
@@ -329,6 +351,16 @@ def _admin_command(args: argparse.Namespace, engine: Engine) -> None:
         except ValueError as exc:
             sys.exit(f"error: {exc}")
         print(f"created clerk {args.username} ({clerk_id})")
+    elif args.admin_command in ADMIN_REVOCATIONS:
+        try:
+            print(_revoke(auth, args))
+        except ValueError as exc:  # an unknown clerk or device, a refused password
+            sys.exit(f"error: {exc}")
+    elif args.admin_command == "list-devices":
+        with engine.connect() as conn:
+            for row in conn.execute(select(devices).order_by(devices.c.enrolled_at)):
+                state = "active" if row.active else "disabled"
+                print(f"{row.device_id}  {row.name:<24} {state:<9} enrolled {row.enrolled_at}")
     elif args.admin_command == "enroll-code":
         print(auth.create_enrollment_code(args.device_name))
     elif args.admin_command == "list-clerks":
@@ -404,6 +436,36 @@ def _verify_audit(engine: Engine) -> None:
     if len(report.problems) > shown:
         print(f"... and {len(report.problems) - shown} more")
     sys.exit(f"error: {len(report.problems)} problem(s); the first: {report.problems[0]}")
+
+
+ADMIN_REVOCATIONS = (
+    "disable-device",
+    "disable-clerk",
+    "enable-clerk",
+    "end-sessions",
+    "reset-password",
+)
+
+
+def _revoke(auth: AuthService, args: argparse.Namespace) -> str:
+    """One of :data:`ADMIN_REVOCATIONS`, in force at the next request of any
+    workstation; what was done, for the administrator."""
+    command = args.admin_command
+    if command == "disable-device":
+        device_id, ended = auth.disable_device(args.device)
+        return f"disabled workstation {args.device} ({device_id}); {ended} sessions ended"
+    if command == "disable-clerk":
+        ended = auth.disable_clerk(args.username)
+        return f"disabled clerk {args.username}; {ended} sessions ended"
+    if command == "enable-clerk":
+        auth.enable_clerk(args.username)
+        return f"enabled clerk {args.username}"
+    if command == "end-sessions":
+        ended = auth.end_sessions(args.username)
+        return f"ended {ended} sessions of {args.username}"
+    password = args.password or getpass.getpass(f"New password for {args.username}: ")
+    ended = auth.reset_password(args.username, password)
+    return f"new password for {args.username}; {ended} sessions ended, lockouts lifted"
 
 
 def _enroll(args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ class CancelCard(Command):
     A supervisor's decision."""
 
     kind: ClassVar[str] = "cancel_card"
-    roles: ClassVar[frozenset[str]] = frozenset({"supervisor", "admin"})
+    roles: ClassVar[frozenset[str]] = frozenset({"supervisor"})
     names: ClassVar[tuple[str, str]] = ("注销卡", "cancel card")
 
     card_no: str

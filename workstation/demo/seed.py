@@ -31,13 +31,14 @@ from server.leases import grant_number_block
 
 from .people import generate_people
 
-# (username, name, roles, demo password)
+# (username, name, roles, demo password): shown on the demo's login screen;
+# they pass the password rules (server.passwords) a real site's do
 DEMO_CLERKS: tuple[tuple[str, str, list[str], str], ...] = (
-    ("cashier", "王芳", ["cashier"], "cashier123"),
-    ("admission", "李强", ["admission"], "admission123"),
-    ("registrar", "赵敏", ["registrar"], "registrar123"),
-    ("supervisor", "陈静", ["supervisor", "cashier"], "supervisor123"),
-    ("admin", "刘洋", ["admin"], "admin123"),
+    ("cashier", "王芳", ["cashier"], "shoufei-2026"),
+    ("admission", "李强", ["admission"], "ruyuan-2026"),
+    ("registrar", "赵敏", ["registrar"], "dengji-2026"),
+    ("supervisor", "陈静", ["supervisor", "cashier"], "zhuguan-2026"),
+    ("admin", "刘洋", ["admin"], "xinxike-2026"),
 )
 
 REGISTRY_DEVICE = "registration office (seed)"

@@ -167,6 +167,7 @@ class Desk:
         self.engine = engine or SyncEngine(store, client)
         self.engine.reauthenticate = self._relogin
         self.engine.on_status = self._engine_status
+        self.engine.on_session_ended = self._session_ended
         self.clerk: ClerkSession | None = None
         self._password: str | None = None  # in memory only, to log in again after an outage
         self._key: SigningKey | None = None  # the clerk's signing key, unsealed at login
@@ -174,6 +175,10 @@ class Desk:
         self._replica_ready = False
         self.shift_id: str | None = None  # the clerk's shift: the money taken belongs to it
         self._shift_task: asyncio.Task[None] | None = None
+        # why the server ended the clerk's session (read once by the window,
+        # which goes back to the login screen and says so)
+        self.ended: LoginFailed | None = None
+        self._forgetting: asyncio.Task[None] | None = None
 
     # -- status ------------------------------------------------------------
 
@@ -248,7 +253,10 @@ class Desk:
             self._settle(None)
             return offline
         except (Unauthorised, Refused) as exc:
+            if exc.code == "clerk_disabled":  # and offline no longer either
+                await asyncio.to_thread(self.store.forget_clerk, username)
             raise LoginFailed(exc.code, exc.message_zh, exc.message_en) from None
+        self.ended = None
         clerk = answer.clerk
         policy = Policy.from_dict(answer.policy)
         self.store.sign_as(clerk.clerk_id, key)
@@ -398,10 +406,10 @@ class Desk:
                 self._password,
                 signing_key=self._key.public_key if self._key is not None else None,
             )
-        except Unauthorised:
+        except (Unauthorised, Refused) as exc:
+            # the password changed, the clerk was disabled or locked out here
+            self._session_ended(exc)
             return False
-        except SyncError:
-            raise
         await asyncio.to_thread(self.store.set_policy, Policy.from_dict(answer.policy))
         self.clerk = ClerkSession(
             self.clerk.clerk_id,
@@ -412,6 +420,26 @@ class Desk:
         )
         self._notify()
         return True
+
+    def _session_ended(self, exc: SyncError) -> None:
+        """Engine callback: the server ended the clerk's session for good (or
+        refused to log them in again). The clerk is logged out here, told
+        why, and must log in online before logging in offline again."""
+        clerk = self.clerk
+        if clerk is None:
+            return
+        log.warning("the server ended %s's session: %s", clerk.username, exc.code)
+        self.store.stop_signing(clerk.clerk_id)
+        self._key = None
+        self.clerk = None
+        self.shift_id = None
+        self._shift_task = None
+        self._password = None
+        self.ended = LoginFailed(exc.code, exc.message_zh, exc.message_en)
+        self._forgetting = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self.store.forget_clerk, clerk.username)
+        )
+        self._notify()
 
     def _settle(self, remember: Callable[[], None] | None) -> None:
         """What a login writes (the clerk's verifier for offline logins, the

@@ -119,6 +119,13 @@ CATALOG: dict[str, tuple[str, str]] = {
     "home.not_yet": ("（后续版本提供）", "(in a later release)"),
     "home.not_allowed": ("您的岗位不能使用：{desk}", "Your roles do not include: {desk}"),
     "home.not_available": ("{desk} 将在后续版本提供。", "{desk} comes in a later release."),
+    "home.no_desk": (
+        "您的岗位（系统管理员）不处理收费和患者数据，本工作站没有您的工作。\n"
+        "操作员和工作站在中心服务器上管理：workstation admin --help",
+        "Your role (administrator) handles no money and no patient data: there is no desk "
+        "for you here.\nClerks and workstations are managed at the central server: "
+        "workstation admin --help",
+    ),
     # cashier
     "cashier.title": ("收费窗口", "Cashier desk"),
     "cashier.search": (

@@ -20,7 +20,7 @@ a copy of ``server.chain``'s (it must stay the same: records chained here
 are verified with it).
 
 Revision ID: 0006_audit_chain
-Revises: 0004_change_nonce
+Revises: 0005_lockout_by_device
 """
 
 import hashlib
@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_audit_chain"
-down_revision = "0004_change_nonce"
+down_revision = "0005_lockout_by_device"
 branch_labels = None
 depends_on = None
 
