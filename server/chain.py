@@ -74,6 +74,10 @@ OPS_FIELDS = (
     "effects",
     "change_seq",
 )
+# An op's signature (domain.signing), in its record after OPS_FIELDS. Hashed
+# only when the op carries one: the records of ops made before workstations
+# signed hash as they always did.
+SIGNATURE_FIELDS = ("key_id", "signature")
 SESSION_REF_CHARS = 16
 
 # who runs `workstation admin` (set by the command for its run): every audit
@@ -183,16 +187,28 @@ def append_audit(
     return int(seq)
 
 
+def op_hash_values(values: Sequence[Any], key_id: str | None, signature: str | None) -> list[Any]:
+    """What an op's record hash covers: its ``OPS_FIELDS`` values, and its
+    signature if it has one (``SIGNATURE_FIELDS``)."""
+    return [*values, key_id, signature] if key_id is not None else list(values)
+
+
 def chain_rows(
-    first_seq: int, prev_hash: str, rows: Iterable[Sequence[Any]]
+    first_seq: int,
+    prev_hash: str,
+    rows: Iterable[Sequence[Any]],
+    signatures: Iterable[tuple[str | None, str | None]],
 ) -> tuple[list[tuple[Any, ...]], str]:
-    """Records of ``OPS_FIELDS`` without their position (``rows``), placed
-    from ``first_seq`` after ``prev_hash``: each with its position first and
-    its previous hash and hash last; and the last hash."""
+    """Records of ``OPS_FIELDS`` without their position (``rows``), and
+    their signatures, placed from ``first_seq`` after ``prev_hash``: each
+    with its position first, then its signature, its previous hash and hash
+    last; and the last hash."""
     chained: list[tuple[Any, ...]] = []
-    for seq, row in enumerate(rows, start=first_seq):
+    for seq, (row, (key_id, signature)) in enumerate(
+        zip(rows, signatures, strict=True), start=first_seq
+    ):
         values = (seq, *row)
-        digest = record_hash(prev_hash, values)
-        chained.append((*values, prev_hash, digest))
+        digest = record_hash(prev_hash, op_hash_values(values, key_id, signature))
+        chained.append((*values, key_id, signature, prev_hash, digest))
         prev_hash = digest
     return chained, prev_hash

@@ -174,6 +174,10 @@ ops = Table(
     Column("chain_seq", BigInteger),
     Column("prev_hash", String(64)),
     Column("hash", String(64)),
+    # the clerk's signature (domain.signing); NULL for ops made before
+    # workstations signed them
+    Column("key_id", String(32)),
+    Column("signature", String(128)),
     UniqueConstraint("device_id", "client_seq", name="ops_device_seq"),
 )
 Index("ops_device_change", ops.c.device_id, ops.c.change_seq)

@@ -46,7 +46,14 @@ from sync.protocol import (
 )
 
 from .auth import require_data_role, session_of
-from .chain import OPS, OPS_FIELDS, append_audit, chain_rows, effects_hash
+from .chain import (
+    OPS,
+    OPS_FIELDS,
+    SIGNATURE_FIELDS,
+    append_audit,
+    chain_rows,
+    effects_hash,
+)
 from .db import (
     CHANGE_SEQ,
     REPLICATED,
@@ -66,7 +73,7 @@ from .state import ServerState
 log = logging.getLogger(__name__)
 
 CLOCK_SKEW_LIMIT_S = 300.0
-_OPS_COLUMNS = (*OPS_FIELDS, "prev_hash", "hash")
+_OPS_COLUMNS = (*OPS_FIELDS, *SIGNATURE_FIELDS, "prev_hash", "hash")
 _INSERT_OP = (
     f"INSERT INTO ops ({', '.join(_OPS_COLUMNS)}) VALUES ({', '.join('?' * len(_OPS_COLUMNS))})"
 )
@@ -117,7 +124,7 @@ _PG_INSERT_OPS = (
     "SELECT o.chain_seq::bigint, o.op_id, o.device_id, o.client_seq::bigint, o.kind, "
     "o.args_hash, o.payload, o.clerk_id, o.client_at, o.hlc, o.applied_at, o.pushed_by, "
     "o.session, o.status, o.code, o.params, o.result, o.effects, o.change_seq::bigint, "
-    f"o.prev_hash, o.hash FROM (VALUES {{rows}}) AS o({', '.join(_OPS_COLUMNS)})) "
+    f"o.key_id, o.signature, o.prev_hash, o.hash FROM (VALUES {{rows}}) AS o({', '.join(_OPS_COLUMNS)})) "
 )
 _PG_MAX_PARAMS = 65_535  # in one statement (the protocol's limit)
 
@@ -246,6 +253,7 @@ class _LogRows:
     # OPS_FIELDS without chain_seq (given at the end, in _write_log); the
     # last, change_seq, is the number of the op's last change in the batch
     ops: list[tuple[Any, ...]] = field(default_factory=list)
+    signatures: list[tuple[str | None, str | None]] = field(default_factory=list)  # (key, sig)
     applied: list[OpResult] = field(default_factory=list)  # server_seq: a number in the batch
 
     def mark(self) -> _Mark:
@@ -255,6 +263,7 @@ class _LogRows:
         """Forget what an op that was rolled back to its savepoint added."""
         del self.changes[mark.changes :]
         del self.ops[mark.ops :]
+        del self.signatures[mark.ops :]
         del self.applied[mark.applied :]
 
     def change(self, row: Row, op_id: str) -> None:
@@ -300,6 +309,7 @@ class _LogRows:
                 written,
             )
         )
+        self.signatures.append((op.key_id, op.signature))
 
 
 class _OpFailed(Exception):
@@ -594,7 +604,10 @@ class SyncService:
             head = sql.one(_TAKE_OPS_HEAD, (recorded, recorded))
             assert head is not None
             chained, last = chain_rows(
-                int(head[0]) + 1, head[1], [(*rest, base + n) for *rest, n in log_rows.ops]
+                int(head[0]) + 1,
+                head[1],
+                [(*rest, base + n) for *rest, n in log_rows.ops],
+                log_rows.signatures,
             )
             sql.executemany(
                 _INSERT_CHANGE,
@@ -605,7 +618,10 @@ class SyncService:
         else:
             [(base, chain_at, prev)] = sql.pg_all(_PG_TAKE_HEADS, (count, recorded))
             chained, last = chain_rows(
-                int(chain_at) + 1, prev, [(*rest, base + n) for *rest, n in log_rows.ops]
+                int(chain_at) + 1,
+                prev,
+                [(*rest, base + n) for *rest, n in log_rows.ops],
+                log_rows.signatures,
             )
             params: list[Any] = [last]
             params += [value for n, *rest in log_rows.changes for value in (base + n, *rest)]

@@ -10,6 +10,10 @@ Checked, in one consistent read of the database:
   removed);
 - what each op wrote: its change-log entries hash to the ``effects`` its
   chained record keeps (else the change log was edited);
+- who made each applied op: its signature is that of a key the clerk it names
+  registered on its device (``domain.signing``), or it was made before the
+  device signed ops. Unlike a chain, a signature cannot be made again by
+  whoever rewrites the database: only the clerk's workstation holds the key;
 - the ledger against the op log: every transfer is the one its change-log
   entry holds, written by an op the log keeps as applied (or loaded in bulk,
   as an audit record fingerprinting those entries says), moves a positive
@@ -31,8 +35,20 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 
-from .chain import AUDIT, AUDIT_FIELDS, GENESIS, OPS, OPS_FIELDS, EntriesHash, record_hash
-from .db import audit, chain_heads, is_sqlite, ops, transfers
+from domain.operation import Operation, args_hash
+from domain.signing import signature_valid
+
+from .chain import (
+    AUDIT,
+    AUDIT_FIELDS,
+    GENESIS,
+    OPS,
+    OPS_FIELDS,
+    EntriesHash,
+    op_hash_values,
+    record_hash,
+)
+from .db import audit, chain_heads, clerk_keys, devices, is_sqlite, ops, transfers
 
 APPLIED = ("applied", "applied_modified")
 # audit records that vouch for change-log entries no op wrote
@@ -164,6 +180,11 @@ def _verify_audit_chain(conn: Connection, report: Report) -> list[_Load]:
 def _verify_ops_chain(conn: Connection, report: Report) -> dict[str, tuple[str, str | None]]:
     """Walks the op log's chain; returns each op's status and effects hash."""
     recorded: dict[str, tuple[str, str | None]] = {}
+    keys = {
+        row.key_id: (row.clerk_id, row.device_id, bytes.fromhex(row.public_key))
+        for row in conn.execute(select(clerk_keys))
+    }
+    unsigned = dict(conn.execute(select(devices.c.device_id, devices.c.unsigned_through)).all())
     prev, before, last = GENESIS, "the start", 0
     query = select(ops).order_by(ops.c.chain_seq.is_(None), ops.c.chain_seq)
     for row in _rows(conn, query):
@@ -173,11 +194,47 @@ def _verify_ops_chain(conn: Connection, report: Report) -> dict[str, tuple[str, 
         if row.hash is None or row.chain_seq is None:
             report.add("ops", row.op_id, "not chained (no hash): written around the chain")
             continue
-        values = [getattr(row, f) for f in OPS_FIELDS]
+        values = op_hash_values([getattr(row, f) for f in OPS_FIELDS], row.key_id, row.signature)
         _link(report, "ops", name, prev, before, row, values)
+        if row.status in APPLIED:
+            problem = _unsigned(row, keys, unsigned)
+            if problem:
+                report.add("ops", name, problem)
         prev, before, last = row.hash, f"ops #{row.chain_seq}", int(row.chain_seq)
     _head(report, "ops", OPS, last, prev)
     return recorded
+
+
+def _unsigned(
+    row: Any, keys: dict[str, tuple[str, str, bytes]], unsigned: dict[str, int | None]
+) -> str | None:
+    """Why the applied op of ``row`` is not proven made by the clerk it names."""
+    if row.key_id is None:
+        through = unsigned.get(row.device_id)
+        if through is None or row.client_seq <= through:  # made before its device signed
+            return None
+        return f"applied without a signature, as clerk {row.clerk_id}"
+    key = keys.get(row.key_id)
+    if key is None:
+        return f"signed with key {row.key_id}, which no clerk registered"
+    if key[:2] != (row.clerk_id, row.device_id):
+        return (
+            f"signed with a key of clerk {key[0]} on device {key[1]}, not of clerk {row.clerk_id}"
+        )
+    op = Operation.model_construct(
+        op_id=row.op_id,
+        kind=row.kind,
+        args_hash=row.args_hash,
+        clerk_id=row.clerk_id,
+        at=row.client_at,
+        hlc=row.hlc,
+        signature=row.signature,
+    )
+    if not signature_valid(key[2], op, row.device_id):
+        return f"its signature is not clerk {row.clerk_id}'s over what it records"
+    if args_hash(row.kind, row.payload) != row.args_hash:
+        return f"its arguments are not those clerk {row.clerk_id} signed"
+    return None
 
 
 def _verify_effects(

@@ -34,7 +34,7 @@ CENTRAL_REVISIONS = {
     "0005_lockout_by_device.py": "78eb3d97052841eb5cee076ddaf33bc0d95e41ae5060bb36655fa867c48aef4c",
     "0006_audit_chain.py": "f365e35ffd6465ed489c4dc8a8a009c0bf269e476e1929595de5e1b7f0236a85",
     "0008_lease_limits.py": "3f0602a1cb8999b805389851cffc13a4ef5a210816bbeaac3429b57528b8dcd2",
-    "0009_clerk_keys.py": "e8d18b1341aad3e80c96d48797b9d9137ac578a0669e0a9325b9750498fc8322",
+    "0009_clerk_keys.py": "9b1d688ec35eb3c4687c6cb277a9c235540bf547a5844b8408bf0e5416f83530",
 }
 
 

@@ -20,7 +20,9 @@ from domain.ledger import balance, deposit_account
 from domain.numbers import receipt_no_for
 from domain.signing import SigningKey
 from local_db.keys import seal, unseal
-from server.db import clerk_keys, clerks, devices, ops
+from server.chain import GENESIS, OPS, OPS_FIELDS, op_hash_values, record_hash
+from server.db import chain_heads, clerk_keys, clerks, devices, ops
+from server.verify import verify_audit
 from tests.harness import Central, Station
 from tests.test_server_api import (
     PASSWORD,
@@ -301,3 +303,58 @@ async def test_a_clerk_cached_before_the_upgrade_cannot_work_offline_until_an_on
     await desk.login("cash", PASSWORD)
     await desk.current_shift()  # what the login keeps is written in the background
     assert store.sealed_key(desk.clerk.clerk_id) is not None  # type: ignore[union-attr]
+
+
+def _rechain_ops(engine: Any) -> None:
+    """What someone who can rewrite the whole database would do after editing
+    ops: hash the op log's chain again, head included."""
+    with engine.begin() as conn:
+        prev = GENESIS
+        for row in conn.execute(select(ops).order_by(ops.c.chain_seq)).all():
+            values = op_hash_values(
+                [getattr(row, f) for f in OPS_FIELDS], row.key_id, row.signature
+            )
+            digest = record_hash(prev, values)
+            conn.execute(
+                update(ops).where(ops.c.op_id == row.op_id).values(prev_hash=prev, hash=digest)
+            )
+            prev = digest
+        conn.execute(update(chain_heads).where(chain_heads.c.chain == OPS).values(hash=prev))
+
+
+async def test_verify_audit_names_an_op_whose_clerk_was_rewritten_with_its_chain(
+    server: Server,
+) -> None:
+    """The hash chains prove records unchanged unless the whole database was
+    rewritten; a signature holds even then: only the clerk's workstation can
+    make it."""
+    cashier = await open_window(server)
+    boss = await open_window(server, "boss", ("supervisor",), name="b")
+    patient_id, card, _ = await patient_with_card(server, cashier)
+    assert verify_audit(server.engine).clean
+    with server.engine.begin() as conn:  # the cashier's card issue, said to be the supervisor's
+        issued = conn.execute(select(ops.c.op_id).where(ops.c.kind == "issue_card")).scalar_one()
+        conn.execute(update(ops).where(ops.c.op_id == issued).values(clerk_id=boss.clerk_id))
+    _rechain_ops(server.engine)
+    report = verify_audit(server.engine)
+    assert [(p.table, p.record.split()[0]) for p in report.problems] == [("ops", issued)]
+    assert "not of clerk" in report.problems[0].what
+    # its arguments edited, its signature and clerk left alone
+    with server.engine.begin() as conn:
+        conn.execute(update(ops).where(ops.c.op_id == issued).values(clerk_id=cashier.clerk_id))
+        row = conn.execute(select(ops).where(ops.c.op_id == issued)).one()
+        payload = row.payload.replace(patient_id, "someone-else")
+        conn.execute(update(ops).where(ops.c.op_id == issued).values(payload=payload))
+    _rechain_ops(server.engine)
+    [problem] = verify_audit(server.engine).problems
+    assert problem.record.startswith(issued) and "arguments" in problem.what
+    # the signature removed: an op of a device that signs everything
+    with server.engine.begin() as conn:
+        conn.execute(
+            update(ops)
+            .where(ops.c.op_id == issued)
+            .values(payload=row.payload, key_id=None, signature=None)
+        )
+    _rechain_ops(server.engine)
+    [problem] = verify_audit(server.engine).problems
+    assert "without a signature" in problem.what

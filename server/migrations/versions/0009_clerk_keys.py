@@ -10,6 +10,9 @@ key; its unsigned ops up to there are taken as before. NULL for the devices
 enrolled before this revision until then (their unsigned ops are taken, and
 named in the audit, while they run release 0.1); 0 for devices enrolled after.
 
+``ops.key_id``, ``ops.signature``: each op's signature, kept in the op log
+(and in its hash when present) so that ``verify-audit`` can check who made it.
+
 Frozen: written out here, never generated from ``server.db``.
 
 Revision ID: 0009_clerk_keys
@@ -36,3 +39,5 @@ def upgrade() -> None:
     )
     op.create_index("clerk_keys_clerk_device", "clerk_keys", ["clerk_id", "device_id"])
     op.add_column("devices", sa.Column("unsigned_through", sa.BigInteger(), nullable=True))
+    op.add_column("ops", sa.Column("key_id", sa.String(32), nullable=True))
+    op.add_column("ops", sa.Column("signature", sa.String(128), nullable=True))
