@@ -68,6 +68,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "{doc_name}号码格式不对。",
         "The {doc_name} number is not in a valid format.",
     ),
+    "number_digits": (
+        "号码中有0-9以外的数字字符（可能是粘贴来的），请用键盘重新输入。",
+        "The number holds digits other than 0-9 (pasted?); type it again on the keyboard.",
+    ),
     # patient fields
     "name_empty": ("请输入姓名。", "Enter the patient's name."),
     "name_control": (

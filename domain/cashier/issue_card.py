@@ -12,7 +12,7 @@ from ..errors import DomainError
 from ..leases import number_leased
 from ..ledger import TransferKind, money_in
 from ..money import check_amount, format_yuan
-from ..numbers import Series, card_sequence, is_card_no
+from ..numbers import NumberText, Series, card_sequence, is_card_no
 from ..patients import get_patient
 from ..rows import Row
 from ..state import DeskState, OpContext
@@ -25,7 +25,7 @@ class Prepayment(BaseModel):
     transfer_id: str
     amount_fen: int
     method: str
-    receipt_no: str
+    receipt_no: NumberText
     shift_id: str | None = None  # None: made by a workstation of release 0.1
 
 
@@ -39,7 +39,7 @@ class IssueCard(Command):
     roles: ClassVar[frozenset[str]] = frozenset({"cashier", "supervisor"})
     names: ClassVar[tuple[str, str]] = ("发卡", "issue card")
 
-    card_no: str
+    card_no: NumberText
     patient_id: str
     prepayment: Prepayment | None = None
 
