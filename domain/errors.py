@@ -204,6 +204,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "操作内容不完整或格式错误：{detail}",
         "The operation is malformed: {detail}",
     ),
+    "op_failed": (
+        "中心服务器处理该操作时出错（{error}），已记为拒绝，本机其后的操作照常同步。请联系信息科。",
+        "The central server failed on this operation ({error}); it is recorded as refused "
+        "and this workstation's later operations go on. Call IT.",
+    ),
     "clerk_unknown": (
         "操作员 {clerk_id} 不存在或已停用。",
         "Clerk {clerk_id} is unknown or disabled.",

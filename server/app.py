@@ -155,6 +155,33 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class RefuseNul:
+    """Refuse a request whose path, query string or headers hold NUL (raw or
+    ``%00``) with 422, before anything reads them: PostgreSQL refuses NUL in
+    text, and a value that reached it answered 503 (database unavailable,
+    retry) or 500. Bodies are checked by their models (``sync.protocol``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            b"\x00" in scope.get("query_string", b"")
+            or b"%00" in scope.get("query_string", b"")
+            or "\x00" in scope.get("path", "")
+            or any(b"\x00" in value for _, value in scope.get("headers") or [])
+        ):
+            response = _error(
+                422,
+                "request_malformed",
+                "请求中含有空字符（NUL）。",
+                "The request holds a NUL character.",
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     engine: Engine | str, snapshot_dir: Path | None = None, *, migrate: bool = False
 ) -> FastAPI:
@@ -199,6 +226,7 @@ def create_app(
     app.state.sync = sync
     app.state.snapshots = images
     app.state.checkpointer = checkpointer
+    app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(AuthError)

@@ -5,7 +5,9 @@ change-log lock. Each op runs in its own savepoint together with its row in
 ``ops`` (the deduplication record), so an op is applied exactly once or not at
 all; the request's ops are committed together (group commit) and no result is
 returned before that commit is durable. A replayed op returns its stored
-answer. A permanent rejection is stored too and advances the device's sequence.
+answer. A permanent rejection is stored too and advances the device's sequence;
+so is an op the server fails on (``op_failed``): only a database that is gone
+(503) leaves an op for the workstation to send again.
 """
 
 from __future__ import annotations
@@ -420,19 +422,19 @@ class SyncService:
     ) -> tuple[list[OpResult], _LogRows]:
         """The batch's ops in ``client_seq`` order. Not ``careful``: the first
         op that raises ends it (the push is rolled back and made again).
-        ``careful``: each op in a savepoint; one that fails is deferred with
-        the rest."""
+        ``careful``: each op in a savepoint; one that fails is rolled back to
+        it and refused (``op_failed``, the error's kind in its params, the
+        traceback in the server's log), and the ops after it are applied: an
+        op the server cannot take must not hold its device's sequence for
+        ever. A database that went away (``RawSql.Unavailable``) is no verdict
+        on the op: the push fails (503) and is sent again."""
         device_id, pushed_by, applied_at = run.device_id, run.pushed_by, run.applied_at
         state = ServerState(sql, run.policy)
         log_rows = _LogRows()
         results: list[OpResult] = []
         last_seq = run.last_seq
         seen: set[str] = set()
-        stop = False
         for op in run.ops:
-            if stop:
-                results.append(OpResult(op_id=op.op_id, status="deferred", code="server_error"))
-                continue
             known = run.stored.get(op.op_id)
             if known is not None:
                 results.append(self._stored_result(known, op, device_id))
@@ -477,14 +479,16 @@ class SyncService:
                     result = self._apply_guarded(
                         sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at
                     )
-                except Exception:
-                    log.exception(
-                        "op %s failed on the server; it stays pending at the workstation",
-                        op.op_id,
+                except sql.Unavailable:
+                    raise  # nothing recorded: 503, and the workstation sends it again
+                except Exception as exc:
+                    # rolled back to its savepoint: refused and recorded, so the
+                    # device's later ops are not held behind it for ever
+                    log.exception("op %s failed on the server; refused", op.op_id)
+                    result = _rejected(
+                        op.op_id, Rejection(code="op_failed", params={"error": type(exc).__name__})
                     )
-                    results.append(OpResult(op_id=op.op_id, status="deferred", code="server_error"))
-                    stop = True
-                    continue
+                    log_rows.record(device_id, pushed_by, op, result, applied_at)
             results.append(result)
             last_seq = op.client_seq
         return results, log_rows

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from ..cards import CardRow, CardStatus, active_card_of
-from ..commands import Command, Decision, Fact
+from ..commands import Arguments, Command, Decision, Fact
 from ..errors import DomainError
 from ..leases import number_leased
 from ..ledger import TransferKind, money_in
@@ -19,9 +17,7 @@ from ..state import DeskState, OpContext
 from .facts import amount_fact, card_fact, receipt_fact
 
 
-class Prepayment(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Prepayment(Arguments):
     transfer_id: str
     amount_fen: int
     method: str
