@@ -209,6 +209,17 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "The central server failed on this operation ({error}); it is recorded as refused "
         "and this workstation's later operations go on. Call IT.",
     ),
+    # flags on an op the server booked: its own time, judged by the server's clock
+    "op_time_future": (
+        "该操作的时间（{at}）比中心服务器的时钟晚24小时以上，本机时钟可能不准：已记账，并标记请信息科核对。",
+        "This operation is dated {at}, more than 24 hours after the server's clock: this PC's "
+        "clock may be wrong. It was booked and flagged for IT to check.",
+    ),
+    "op_time_before_enrolment": (
+        "该操作的时间（{at}）早于本工作站注册之时，本机时钟可能不准：已记账，并标记请信息科核对。",
+        "This operation is dated {at}, before this workstation was enrolled: this PC's clock "
+        "may be wrong. It was booked and flagged for IT to check.",
+    ),
     "clerk_unknown": (
         "操作员 {clerk_id} 不存在或已停用。",
         "Clerk {clerk_id} is unknown or disabled.",

@@ -63,6 +63,7 @@ class Session:
     policy: dict[str, int] = field(
         default_factory=dict
     )  # at login: the policy the clerk works under
+    enrolled_at: str | None = None  # the device's (read with the push's session)
 
 
 def token_hash(token: str) -> str:
@@ -123,7 +124,7 @@ def _session_invalid() -> AuthError:
 # process (``workstation server --workers``) answers it.
 _SESSION_SQL = (
     "SELECT d.device_id, d.active, s.clerk_id, s.device_id, s.revoked, s.expires_at, "
-    "c.username, c.name, c.roles, c.active "
+    "c.username, c.name, c.roles, c.active, d.enrolled_at "
     "FROM devices d "
     "LEFT JOIN sessions s ON s.token_hash = ? "
     "LEFT JOIN clerks c ON c.clerk_id = s.clerk_id "
@@ -151,7 +152,19 @@ def session_of(
         raise _device_unknown()
     if not bearer:
         raise _session_missing()
-    device_id, _, clerk_id, session_device, revoked, expires_at, username, name, roles, active = row
+    (
+        device_id,
+        _,
+        clerk_id,
+        session_device,
+        revoked,
+        expires_at,
+        username,
+        name,
+        roles,
+        active,
+        enrolled_at,
+    ) = row
     if (
         clerk_id is None
         or revoked
@@ -160,7 +173,9 @@ def session_of(
         or expires_at < utc_now()
     ):
         raise _session_invalid()
-    return Session(clerk_id, username, name, tuple(json.loads(roles)), device_id)
+    return Session(
+        clerk_id, username, name, tuple(json.loads(roles)), device_id, enrolled_at=enrolled_at
+    )
 
 
 class AuthService:

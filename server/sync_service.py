@@ -18,7 +18,7 @@ import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection
 from domain.areas import ROW_TYPES
 from domain.commands import Outcome, decide
 from domain.errors import DomainError, Rejection
+from domain.hlc import is_hlc
 from domain.json_text import to_json
 from domain.operation import Operation
 from domain.rows import Row
@@ -67,6 +68,22 @@ from .state import ServerState
 log = logging.getLogger(__name__)
 
 CLOCK_SKEW_LIMIT_S = 300.0
+# An op dated more than this after the server's clock, or more than this
+# before its device was enrolled, is flagged (booked, but answered with a
+# flag the workstation files as a Sync issue, and audited): a PC clock that
+# is wrong, not a reason to lose the clerk's work, but never silently booked
+OP_TIME_TOLERANCE = timedelta(hours=24)
+_INSERT_AUDIT = (
+    "INSERT INTO audit (at, clerk_id, device_id, action, target, outcome, detail) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def server_clock() -> datetime:
+    """The clock ops' dates are judged by: the server's, the site's reference."""
+    return datetime.now(UTC)
+
+
 _INSERT_OP = (
     "INSERT INTO ops (op_id, device_id, client_seq, kind, args_hash, payload, clerk_id, client_at, hlc, "
     "applied_at, pushed_by, status, code, params, result, change_seq) "
@@ -151,6 +168,22 @@ def _parse_time(text: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+class _When(NamedTuple):
+    """The push's time on the server's clock, and when its device was enrolled."""
+
+    now: datetime
+    enrolled: datetime | None
+
+
+def _time_flags(op: Operation, at: datetime, when: _When) -> list[dict[str, Any]]:
+    """What is wrong with an op's own time, judged by the server's clock."""
+    if at - when.now > OP_TIME_TOLERANCE:
+        return [{"code": "op_time_future", "params": {"at": op.at}}]
+    if when.enrolled is not None and when.enrolled - at > OP_TIME_TOLERANCE:
+        return [{"code": "op_time_before_enrolment", "params": {"at": op.at}}]
+    return []
+
+
 @dataclass(frozen=True)
 class ReplicaClaim:
     """Where a workstation's replica stands, as its push says (headers)."""
@@ -219,6 +252,7 @@ class _Batch:
     clerks: dict[str, Clerk | None]
     policy: Policy
     applied_at: str
+    when: _When
 
 
 @dataclass
@@ -334,7 +368,7 @@ class SyncService:
         With ``replica`` (where the workstation's replica stands, from the
         push's headers) the server first checks it is not behind it
         (:meth:`verify`)."""
-        now = datetime.now(UTC)
+        now = server_clock()
         try:
             return self._push(device_token, bearer, body, now, replica, careful=False)
         except _OpFailed:
@@ -367,6 +401,7 @@ class SyncService:
                 session.device_id,
                 clerk,
                 sorted(request.ops, key=lambda o: o.client_seq),
+                _When(now, _parse_time(session.enrolled_at or "")),
                 careful=careful,
             )
         return PushResponse(
@@ -384,6 +419,7 @@ class SyncService:
         device_id: str,
         pusher: Clerk,
         batch: list[Operation],
+        when: _When,
         *,
         careful: bool,
     ) -> tuple[list[OpResult], str]:
@@ -406,6 +442,7 @@ class SyncService:
             clerks={pusher.clerk_id: pusher},
             policy=policy,
             applied_at=utc_now(),
+            when=when,
         )
         try:
             results, log_rows = self._apply_ops(sql, run, careful=careful)
@@ -472,12 +509,12 @@ class SyncService:
             clerk = run.clerks[op.clerk_id]
             if not careful:
                 result = self._apply_one(
-                    sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at
+                    sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at, run.when
                 )
             else:
                 try:
                     result = self._apply_guarded(
-                        sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at
+                        sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at, run.when
                     )
                 except sql.Unavailable:
                     raise  # nothing recorded: 503, and the workstation sends it again
@@ -503,6 +540,7 @@ class SyncService:
         op: Operation,
         clerk: Clerk | None,
         applied_at: str,
+        when: _When,
     ) -> OpResult:
         """One op in a savepoint of its own. A uniqueness it breaks rolls it
         back and it is decided once more: on PostgreSQL the row it met may be
@@ -516,7 +554,7 @@ class SyncService:
             mark = log_rows.mark()
             try:
                 result = self._apply_one(
-                    sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at
+                    sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at, when
                 )
             except sql.IntegrityError as exc:
                 sql.rollback_to_savepoint()
@@ -576,11 +614,26 @@ class SyncService:
         op: Operation,
         clerk: Clerk | None,
         applied_at: str,
+        when: _When,
     ) -> OpResult:
-        outcome = self._decide(state, device_id, op, clerk)
+        outcome = self._decide(state, device_id, op, clerk, when)
         if isinstance(outcome, Rejection):
             result = _rejected(op.op_id, outcome)
         else:
+            flags = _time_flags(op, _parse_time(op.at) or when.now, when)
+            for flag in flags:  # booked, and kept where IT looks
+                sql.execute(
+                    _INSERT_AUDIT,
+                    (
+                        applied_at,
+                        op.clerk_id,
+                        device_id,
+                        "op_time_flagged",
+                        op.op_id,
+                        flag["code"],
+                        to_json({"at": op.at, "server_time": when.now.isoformat()}),
+                    ),
+                )
             for row in outcome.rows:
                 upsert, values_of = upsert_sql(type(row))
                 sql.execute(upsert, values_of(row))
@@ -594,21 +647,24 @@ class SyncService:
                 message_zh=notice.message("zh") if notice else None,
                 message_en=notice.message("en") if notice else None,
                 server_seq=len(log_rows.changes),  # in the batch, until _write_log
-                result=outcome.result,
+                result={**outcome.result, "flags": flags} if flags else outcome.result,
             )
             log_rows.applied.append(result)
         log_rows.record(device_id, pushed_by, op, result, applied_at)
         return result
 
     def _decide(
-        self, state: ServerState, device_id: str, op: Operation, clerk: Clerk | None
+        self, state: ServerState, device_id: str, op: Operation, clerk: Clerk | None, when: _When
     ) -> Outcome:
         if not op.hash_matches():
             return Rejection(code="command_malformed", params={"detail": "args_hash"})
         if op.device_id is not None and op.device_id != device_id:
             return Rejection(code="command_malformed", params={"detail": "device_id"})
-        if _parse_time(op.at) is None:
+        at = _parse_time(op.at)
+        if at is None:
             return Rejection(code="command_malformed", params={"detail": "at"})
+        if not is_hlc(op.hlc):
+            return Rejection(code="command_malformed", params={"detail": "hlc"})
         if clerk is None or not clerk.active:
             return Rejection(code="clerk_unknown", params={"clerk_id": op.clerk_id})
         try:
@@ -616,7 +672,11 @@ class SyncService:
         except DomainError as exc:
             return exc.rejection
         ctx = OpContext(
-            actor=Actor(clerk.clerk_id, clerk.roles, device_id), at=op.at, op_id=op.op_id
+            actor=Actor(clerk.clerk_id, clerk.roles, device_id),
+            at=op.at,
+            op_id=op.op_id,
+            # typed dates (a birth date) are judged by the server's clock, in the op's zone
+            today=when.now.astimezone(at.tzinfo).date().isoformat(),
         )
         return decide(state, command, ctx)
 

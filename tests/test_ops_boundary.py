@@ -5,19 +5,23 @@ dates are judged against the server's clock. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from ulid import ULID
 
 from domain.errors import Rejection
 from domain.numbers import receipt_no_for
 from domain.patients.register import RegisterPatient
-from server.db import change_log, ops, transfers
+from server import sync_service
+from server.db import audit, change_log, ops, transfers
 from server.state import ServerState
 from tests.harness import Central, Station
 from tests.test_numbers_canonical import arabic_indic, full_width
@@ -301,4 +305,113 @@ async def test_an_op_the_server_failed_on_lands_in_the_clerks_sync_issues(
         "SELECT COUNT(*) FROM patients WHERE patient_id = ?", (failed.patient_id,)
     ).fetchone()[0]
     assert left == 0  # left the view
+    await a.close()
+
+
+# -- item 11: business time, judged by the server's clock ----------------------
+
+
+def dated(op: dict[str, Any], at: str) -> dict[str, Any]:
+    return {**op, "at": at}
+
+
+_PASSPORTS = itertools.count(10_000_000)
+
+
+def passport_cmd(birth_date: str) -> RegisterPatient:
+    return RegisterPatient(
+        patient_id=str(ULID()),
+        name="王五",
+        sex="M",
+        birth_date=birth_date,
+        doc_type="passport",
+        doc_no=f"E{next(_PASSPORTS)}",
+        phone="13812345678",
+    )
+
+
+async def test_an_op_dated_far_from_the_servers_clock_is_booked_and_flagged(
+    server: Server,
+) -> None:
+    """Offline workstations can have wrong clocks: an op dated 2099 or 1970
+    is applied if otherwise valid, but flagged in its answer and audited.
+    Before: booked silently."""
+    window = await open_window(server)
+    future, past, today = (
+        dated(wire(window, passport_cmd("1980-01-01")), "2099-01-01T10:00:00+08:00"),
+        dated(wire(window, passport_cmd("1980-01-01")), "1970-01-02T10:00:00+08:00"),
+        wire(window, passport_cmd("1980-01-01")),
+    )
+    results = await push(server, window, future, past, today)
+    assert statuses(results) == [("applied", None)] * 3
+    assert [r["result"].get("flags") for r in results] == [
+        [{"code": "op_time_future", "params": {"at": "2099-01-01T10:00:00+08:00"}}],
+        [{"code": "op_time_before_enrolment", "params": {"at": "1970-01-02T10:00:00+08:00"}}],
+        None,
+    ]
+    with server.engine.connect() as conn:
+        flagged = conn.execute(
+            select(audit.c.target, audit.c.outcome, audit.c.device_id).where(
+                audit.c.action == "op_time_flagged"
+            )
+        ).all()
+    assert sorted(flagged) == sorted(
+        [
+            (future["op_id"], "op_time_future", window.device_id),
+            (past["op_id"], "op_time_before_enrolment", window.device_id),
+        ]
+    )
+    # the answer stored is the answer given
+    assert await push(server, window, future, past) == results[:2]
+
+
+async def test_a_birth_date_is_judged_by_the_servers_clock(server: Server) -> None:
+    """Before: judged by the op's own date, so an op dated 2099 registered a
+    patient born in 2098."""
+    window = await open_window(server)
+    results = await push(
+        server,
+        window,
+        dated(wire(window, passport_cmd("2098-05-01")), "2099-01-01T10:00:00+08:00"),
+        dated(wire(window, passport_cmd("2020-05-01")), "1970-01-02T10:00:00+08:00"),
+    )
+    assert statuses(results) == [("rejected", "birth_date_impossible"), ("applied", None)]
+
+
+@pytest.mark.parametrize(
+    "hlc",
+    ["0", "abc", "-000000000001.00000", "1e12.00000", "١٧٧٢٣٢٨٦٠٠٠٠٠.00000", "1772328600000"],
+)
+async def test_an_hlc_that_is_not_an_hlc_is_refused_alone(server: Server, hlc: str) -> None:
+    """Refused (the op recorded as such), not the whole push: the device's
+    sequence goes on. Before: stored as it came."""
+    window = await open_window(server)
+    results = await push(
+        server,
+        window,
+        {**wire(window, passport_cmd("1980-01-01")), "hlc": hlc},
+        wire(window, male_cmd()),
+    )
+    assert statuses(results) == [("rejected", "command_malformed"), ("applied", None)]
+    assert results[0]["params"] == {"detail": "hlc"}
+
+
+async def test_a_flagged_op_lands_in_the_clerks_sync_issues(
+    central: Central, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workstation whose clock runs two days ahead of the server's: its op
+    is confirmed, and a Sync issue tells the clerk (and IT) in both languages."""
+    central.clerk("cash_a", ["cashier"])
+    a = Station(central, tmp_path / "a", "window-a")
+    await a.enroll_and_login("cash_a")
+    monkeypatch.setattr(sync_service, "server_clock", lambda: datetime.now(UTC) - timedelta(days=2))
+    done = await a.register(ZHANG)
+    await a.engine.sync_once()
+    assert a.store.outbox_stats().pending == 0
+    assert a.view(done.patient_id).patient.name == ZHANG.name  # booked
+    [issue] = a.desk.issues()
+    assert (issue["kind"], issue["code"]) == ("flagged", "op_time_future")
+    message = Rejection(code=issue["code"], params=issue["params"])
+    assert issue["params"]["at"][:4] in message.message("en")
+    assert "时钟" in message.message("zh") and "clock" in message.message("en")
     await a.close()

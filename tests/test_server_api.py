@@ -23,6 +23,7 @@ from domain.cashier.cancel_card import CancelCard
 from domain.cashier.issue_card import IssueCard, Prepayment
 from domain.cashier.top_up import TopUp
 from domain.commands import Command
+from domain.hlc import HybridClock
 from domain.identity import check_char
 from domain.numbers import card_no_for, receipt_no_for
 from domain.operation import args_hash
@@ -187,7 +188,7 @@ def wire(
         "args_hash": hash_ or args_hash(kind, payload),
         "clerk_id": clerk_id or window.clerk_id,
         "at": now(),
-        "hlc": "0",
+        "hlc": HybridClock().now(),
     }
 
 
@@ -499,7 +500,7 @@ def _good_op() -> dict[str, Any]:
         "args_hash": args_hash("register_patient", payload),
         "clerk_id": "c",
         "at": now(),
-        "hlc": "0",
+        "hlc": HybridClock().now(),
     }
 
 
