@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -347,7 +347,7 @@ class SyncService:
         device_token: str | None,
         bearer: str | None,
         body: bytes,
-        replica: ReplicaClaim | None = None,
+        replica: ReplicaClaim | Callable[[], ReplicaClaim | None] | None = None,
     ) -> PushResponse:
         """``POST /sync/push``: the request's device and session checked, its
         body parsed and its ops applied, in one transaction.
@@ -367,7 +367,9 @@ class SyncService:
 
         With ``replica`` (where the workstation's replica stands, from the
         push's headers) the server first checks it is not behind it
-        (:meth:`verify`)."""
+        (:meth:`verify`); given as a function, it is called once the
+        credentials are checked (it may raise for a malformed claim: the
+        request's credentials are judged before anything else of it)."""
         now = server_clock()
         try:
             return self._push(device_token, bearer, body, now, replica, careful=False)
@@ -380,13 +382,15 @@ class SyncService:
         bearer: str | None,
         body: bytes,
         now: datetime,
-        replica: ReplicaClaim | None,
+        replica: ReplicaClaim | Callable[[], ReplicaClaim | None] | None,
         *,
         careful: bool,
     ) -> PushResponse:
         with writer(self.engine) as conn, conn.begin():
             sql = RawSql(conn)
             session = session_of(sql, device_token, bearer, lock_device=True)
+            if callable(replica):
+                replica = replica()
             request = parse_push(body)
             # epoch, policy and the device's last op, read once for the check and the batch
             settings = dict(sql.all(_SETTINGS_SQL, (session.device_id,)))
