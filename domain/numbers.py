@@ -54,8 +54,10 @@ def canonical_number(text: str) -> str:
     keyboard types one, so it is a paste or a forgery, and the clerk is asked
     to type the number again. Anything else that is not ASCII is left for
     the number's own rule to refuse with its own message."""
-    folded = "".join(unicodedata.normalize("NFKC", text).split()).translate(_ASCII_UPPER)
-    if any(ch.isnumeric() and not ch.isascii() for ch in folded):
+    if not text.isascii():  # NFKC leaves ASCII as it is
+        text = unicodedata.normalize("NFKC", text)
+    folded = "".join(text.split()).translate(_ASCII_UPPER)
+    if not folded.isascii() and any(ch.isnumeric() and not ch.isascii() for ch in folded):
         raise DomainError("number_digits")
     return folded
 

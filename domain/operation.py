@@ -86,18 +86,10 @@ class Operation(BaseModel):
 
     @model_validator(mode="after")
     def _storable(self) -> Operation:
-        text = "".join(
-            (
-                self.op_id,
-                self.device_id or "",
-                self.kind,
-                self.payload,
-                self.clerk_id,
-                self.at,
-                self.hlc,
-            )
-        )
-        if unstorable(text):
+        for text in (self.op_id, self.kind, self.payload, self.clerk_id, self.at, self.hlc):
+            if unstorable(text):
+                raise ValueError("text holds NUL or a lone surrogate, which cannot be stored")
+        if self.device_id is not None and unstorable(self.device_id):
             raise ValueError("text holds NUL or a lone surrogate, which cannot be stored")
         return self
 
