@@ -54,9 +54,17 @@ def canonical_number(text: str) -> str:
     keyboard types one, so it is a paste or a forgery, and the clerk is asked
     to type the number again. Anything else that is not ASCII is left for
     the number's own rule to refuse with its own message."""
-    if not text.isascii():  # NFKC leaves ASCII as it is
-        text = unicodedata.normalize("NFKC", text)
     folded = "".join(text.split()).translate(_ASCII_UPPER)
+    for _ in range(4):  # NFKC leaves ASCII as it is
+        if folded.isascii():
+            break
+        # again until nothing changes: a space NFKC made ("¸" is " " + U+0327)
+        # and took out lets a mark compose with the letter before it ("R¸" ->
+        # "Ŗ"), as can a letter made upper case
+        again = "".join(unicodedata.normalize("NFKC", folded).split()).translate(_ASCII_UPPER)
+        if again == folded:
+            break
+        folded = again
     if not folded.isascii() and any(ch.isnumeric() and not ch.isascii() for ch in folded):
         raise DomainError("number_digits")
     return folded
