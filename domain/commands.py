@@ -20,13 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import DomainError, Rejection
 from .numbers import Series
 from .roles import ADMIN_ROLE, ROLE_NAMES
 from .rows import Row
 from .state import DeskState, OpContext
+from .text import check_storable, unstorable
 
 # kind -> command class, in the order they were defined
 COMMANDS: dict[str, type[Command]] = {}
@@ -59,12 +60,46 @@ class Decision:
 Outcome = Decision | Rejection
 
 
-class Command(BaseModel):
+# how a field is named to the clerk where its name is not plain enough
+_FIELD_LABELS: dict[str, tuple[str, str]] = {
+    "name": ("姓名", "Name"),
+    "address": ("地址", "Address"),
+    "phone": ("电话", "Phone"),
+    "reason": ("原因", "Reason"),
+    "doc_no": ("证件号码", "Document number"),
+}
+
+
+class Arguments(BaseModel):
+    """A command's arguments (and their parts, e.g. a card's first
+    prepayment), as strict as the wire allows: an ``int`` is a JSON integer,
+    not ``"1000"``, ``1000.0`` or ``true``; no field unknown; no text that a
+    database cannot store (NUL, lone surrogates). The server validates an
+    operation's payload against these before any rule runs, and refuses what
+    fails (``command_malformed``) instead of failing on it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @model_validator(mode="after")
+    def _storable(self) -> Any:
+        # one call a model, not one a field: the push validates up to 500 of these
+        for name, value in self.__dict__.items():
+            if isinstance(value, str) and not unstorable(value):
+                continue  # the common case, without a call more
+            try:
+                check_storable(value)
+            except ValueError:
+                # a DomainError passes through pydantic as it is: the clerk at
+                # the desk and the server's rejection say the same
+                zh, en = _FIELD_LABELS.get(name, (name, name))
+                raise DomainError("field_control", field_zh=zh, field_en=en) from None
+        return self
+
+
+class Command(Arguments):
     """A clerk's action. Subclasses set the class variables and implement
     :meth:`decide` and :meth:`summary`; the fields are the arguments, sent to
     the server as they were made at the window."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: ClassVar[str]
     roles: ClassVar[frozenset[str]]  # who may perform it; checked by decide() on both sides
@@ -112,17 +147,25 @@ def roles_for_numbers(series: str) -> frozenset[str]:
     )
 
 
-def parse_command(kind: str, payload: dict[str, Any]) -> Command:
-    """Build a command from its wire form; raise DomainError if it is malformed."""
+def parse_command(kind: str, payload: str | dict[str, Any]) -> Command:
+    """Build a command from its wire form (the JSON text an operation carries,
+    or its parsed object); raise DomainError if it is malformed.
+
+    JSON text is parsed by pydantic's own parser, which stops at 200 levels
+    of nesting: ``json.loads`` of a payload nested thousands deep raised
+    RecursionError, which the server took for its own failure."""
     command_type = COMMANDS.get(kind)
     if command_type is None:
         raise DomainError("command_unknown", command=kind[:40])
     try:
+        if isinstance(payload, str):
+            return command_type.model_validate_json(payload)
         return command_type.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise DomainError("command_malformed", detail=f"{where}: {first.get('msg', '')}") from None
+        detail = f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
+        raise DomainError("command_malformed", detail=detail[:200]) from None
 
 
 def decide(state: DeskState, command: Command, ctx: OpContext) -> Outcome:

@@ -68,6 +68,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "{doc_name}号码格式不对。",
         "The {doc_name} number is not in a valid format.",
     ),
+    "number_digits": (
+        "号码中有0-9以外的数字字符（可能是粘贴来的），请用键盘重新输入。",
+        "The number holds digits other than 0-9 (pasted?); type it again on the keyboard.",
+    ),
     # patient fields
     "name_empty": ("请输入姓名。", "Enter the patient's name."),
     "name_control": (
@@ -199,6 +203,22 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "command_malformed": (
         "操作内容不完整或格式错误：{detail}",
         "The operation is malformed: {detail}",
+    ),
+    "op_failed": (
+        "中心服务器处理该操作时出错（{error}），已记为拒绝，本机其后的操作照常同步。请联系信息科。",
+        "The central server failed on this operation ({error}); it is recorded as refused "
+        "and this workstation's later operations go on. Call IT.",
+    ),
+    # flags on an op the server booked: its own time, judged by the server's clock
+    "op_time_future": (
+        "该操作的时间（{at}）比中心服务器的时钟晚24小时以上，本机时钟可能不准：已记账，并标记请信息科核对。",
+        "This operation is dated {at}, more than 24 hours after the server's clock: this PC's "
+        "clock may be wrong. It was booked and flagged for IT to check.",
+    ),
+    "op_time_before_enrolment": (
+        "该操作的时间（{at}）早于本工作站注册之时，本机时钟可能不准：已记账，并标记请信息科核对。",
+        "This operation is dated {at}, before this workstation was enrolled: this PC's clock "
+        "may be wrong. It was booked and flagged for IT to check.",
     ),
     "clerk_unknown": (
         "操作员 {clerk_id} 不存在或已停用。",

@@ -5,6 +5,7 @@ server's change-log sequence."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,17 @@ class HybridClock:
 
 def format_hlc(ms: int, counter: int) -> str:
     return f"{ms:013d}.{counter:05d}"
+
+
+# what format_hlc writes: ms since the epoch (13 digits until the year 2286)
+# and a counter (5 digits, more after 99,999 ticks in one ms), ASCII digits only
+_HLC = re.compile(r"[0-9]{13,16}\.[0-9]{5,9}", re.ASCII)
+
+
+def is_hlc(text: str) -> bool:
+    """Whether ``text`` is a timestamp this clock writes (the server refuses
+    an op whose ``hlc`` is not one)."""
+    return _HLC.fullmatch(text) is not None
 
 
 def parse_hlc(text: str) -> tuple[int, int]:

@@ -9,12 +9,12 @@ women, and an ISO 7064 MOD 11-2 check character (0-9 or X).
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
 from .errors import DomainError
+from .numbers import canonical_number, is_ascii_digits
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
@@ -55,17 +55,18 @@ DOCUMENT_NAMES: dict[DocumentType, tuple[str, str]] = {
 _DOCUMENT_PATTERNS: dict[DocumentType, re.Pattern[str]] = {
     DocumentType.PASSPORT: re.compile(r"[A-Z0-9]{5,17}"),
     # H/M + 8 digits (current) or + 10 digits (older booklets)
-    DocumentType.HK_MACAU_PERMIT: re.compile(r"[HM]\d{8}(\d{2})?"),
+    DocumentType.HK_MACAU_PERMIT: re.compile(r"[HM][0-9]{8}([0-9]{2})?"),
     # 8 digits (card since 2015), or older 10-character forms
-    DocumentType.TAIWAN_PERMIT: re.compile(r"\d{8}|\d{10}|[A-Z]\d{9}"),
+    DocumentType.TAIWAN_PERMIT: re.compile(r"[0-9]{8}|[0-9]{10}|[A-Z][0-9]{9}"),
     # 2004 card: 3 letters + 12 digits; 2023 card: 18 characters starting with 9
-    DocumentType.FOREIGNER_PR: re.compile(r"[A-Z]{3}\d{12}|9\d{16}[\dX]"),
+    DocumentType.FOREIGNER_PR: re.compile(r"[A-Z]{3}[0-9]{12}|9[0-9]{16}[0-9X]"),
 }
 
 
 def normalise_document_number(text: str) -> str:
-    """Full-width to half-width, spaces removed, upper case."""
-    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).upper()
+    """Full-width to half-width, spaces removed, upper case; digits of other
+    scripts refused (``domain.numbers.canonical_number``)."""
+    return canonical_number(text)
 
 
 def check_char(first17: str) -> str:
@@ -90,11 +91,11 @@ def parse_national_id(text: str, today: date | None = None) -> NationalId:
     number = normalise_document_number(text)
     if not number:
         raise DomainError("id_empty")
-    if len(number) == 15 and number.isdigit():
+    if len(number) == 15 and is_ascii_digits(number):
         raise DomainError("id_legacy_15")
     if len(number) != 18:
         raise DomainError("id_length", length=len(number))
-    if not (number[:17].isdigit() and (number[17].isdigit() or number[17] == "X")):
+    if not (is_ascii_digits(number[:17]) and (is_ascii_digits(number[17]) or number[17] == "X")):
         raise DomainError("id_characters")
     if (
         number[:2] not in PROVINCE_CODES

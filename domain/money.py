@@ -12,11 +12,12 @@ import unicodedata
 from enum import StrEnum
 
 from .errors import DomainError
+from .numbers import canonical_number
 
 FEN_PER_YUAN = 100
 MAX_AMOUNT_FEN = 1_000_000 * FEN_PER_YUAN  # one million yuan per transaction
 
-_AMOUNT = re.compile(r"(\d+)(?:\.(\d+))?")
+_AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 
 
 class PaymentMethod(StrEnum):
@@ -37,6 +38,9 @@ PAYMENT_METHOD_NAMES: dict[PaymentMethod, tuple[str, str]] = {
 def parse_amount(text: str, *, limit_fen: int = MAX_AMOUNT_FEN) -> int:
     """Parse a yuan amount typed by a clerk into fen, or raise DomainError."""
     cleaned = unicodedata.normalize("NFKC", text).strip().removeprefix("¥").strip()
+    if any(ch.isspace() for ch in cleaned):  # "1 000": a typo, not a thousands separator
+        raise DomainError("amount_format")
+    cleaned = canonical_number(cleaned)
     if not cleaned:
         raise DomainError("amount_empty")
     if cleaned.startswith("-"):

@@ -11,7 +11,12 @@ same number. A block never restarts.
 
 from __future__ import annotations
 
+import string
+import unicodedata
 from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from .errors import DomainError
 
@@ -32,6 +37,48 @@ SERIES_END: dict[Series, int] = {Series.CARD: 999_999_999, Series.RECEIPT: 999_9
 
 CARD_NO_LENGTH = 10
 
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
+def canonical_number(text: str) -> str:
+    """The one form of a number, wherever it comes from: typed by a clerk at
+    the desk, swiped, or carried by an operation the server receives (card,
+    receipt, ID-card and phone numbers, amounts, dates typed as digits).
+    Both sides call this, so one number is always one string.
+
+    NFKC folds the full-width forms a Chinese input method types (０-９,
+    Ａ-Ｚ, ｘ) to ASCII; whitespace goes; ASCII letters are upper case.
+    A digit of another script (Arabic-Indic ٣, Devanagari ३, CJK 三 ...),
+    which NFKC keeps and ``int()``, ``str.isdigit()`` and ``\\d`` would
+    take, is refused (``number_digits``) rather than mapped: no window's
+    keyboard types one, so it is a paste or a forgery, and the clerk is asked
+    to type the number again. Anything else that is not ASCII is left for
+    the number's own rule to refuse with its own message."""
+    folded = "".join(text.split()).translate(_ASCII_UPPER)
+    for _ in range(4):  # NFKC leaves ASCII as it is
+        if folded.isascii():
+            break
+        # again until nothing changes: a space NFKC made ("¸" is " " + U+0327)
+        # and took out lets a mark compose with the letter before it ("R¸" ->
+        # "Ŗ"), as can a letter made upper case
+        again = "".join(unicodedata.normalize("NFKC", folded).split()).translate(_ASCII_UPPER)
+        if again == folded:
+            break
+        folded = again
+    if not folded.isascii() and any(ch.isnumeric() and not ch.isascii() for ch in folded):
+        raise DomainError("number_digits")
+    return folded
+
+
+def is_ascii_digits(text: str) -> bool:
+    """Only 0-9 (``str.isdigit`` alone takes any script's digits)."""
+    return text.isascii() and text.isdigit()
+
+
+# a command's number field: in canonical form once the command is built, on
+# the workstation and on the server alike
+NumberText = Annotated[str, AfterValidator(canonical_number)]
+
 
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # 2d, minus 9 when over 9
 
@@ -49,12 +96,14 @@ def card_no_for(sequence: int) -> str:
 
 
 def is_card_no(text: str) -> bool:
-    return len(text) == CARD_NO_LENGTH and text.isdigit() and luhn_digit(text[:-1]) == text[-1]
+    return (
+        len(text) == CARD_NO_LENGTH and is_ascii_digits(text) and luhn_digit(text[:-1]) == text[-1]
+    )
 
 
 def parse_card_no(text: str) -> str:
     """Validate a typed or swiped card number; raise DomainError if it cannot be one."""
-    cleaned = "".join(text.split())
+    cleaned = canonical_number(text)
     if not cleaned:
         raise DomainError("card_empty")
     if not is_card_no(cleaned):
@@ -71,7 +120,7 @@ def receipt_no_for(sequence: int) -> str:
 
 
 def receipt_sequence(receipt_no: str) -> int | None:
-    if len(receipt_no) == 10 and receipt_no[0] == "R" and receipt_no[1:].isdigit():
+    if len(receipt_no) == 10 and receipt_no[0] == "R" and is_ascii_digits(receipt_no[1:]):
         return int(receipt_no[1:])
     return None
 

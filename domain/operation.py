@@ -11,13 +11,12 @@ is refused instead of applied.
 from __future__ import annotations
 
 import hashlib
-import json
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .commands import Command, parse_command
-from .errors import DomainError
 from .signing import KEY_ID_PATTERN, SIGNATURE_PATTERN, SigningKey
+from .text import unstorable
 
 MAX_PAYLOAD_CHARS = 16_384
 
@@ -28,9 +27,15 @@ def args_hash(kind: str, payload: str) -> str:
 
 
 class Operation(BaseModel):
-    """One clerk action; resent verbatim until the server has answered it."""
+    """One clerk action; resent verbatim until the server has answered it.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Strict (a ``client_seq`` of ``"7"`` is refused, not read as 7) and
+    storable: a push holding an envelope the server could not record is
+    refused whole (422). The workstation builds its operations with this very
+    model, so none of its own is ever refused so; what an op *carries* (the
+    payload) is judged op by op, and a bad one is refused alone."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     op_id: str = Field(min_length=1, max_length=40, description="a ULID made at the workstation")
     device_id: str | None = Field(
@@ -97,15 +102,18 @@ class Operation(BaseModel):
             update={"key_id": key.key_id, "signature": key.sign(self, device_id)}
         )
 
+    @model_validator(mode="after")
+    def _storable(self) -> Operation:
+        for text in (self.op_id, self.kind, self.payload, self.clerk_id, self.at, self.hlc):
+            if unstorable(text):
+                raise ValueError("text holds NUL or a lone surrogate, which cannot be stored")
+        if self.device_id is not None and unstorable(self.device_id):
+            raise ValueError("text holds NUL or a lone surrogate, which cannot be stored")
+        return self
+
     def hash_matches(self) -> bool:
         return args_hash(self.kind, self.payload) == self.args_hash
 
     def command(self) -> Command:
         """The command it carries; DomainError if it is unknown or malformed."""
-        try:
-            payload = json.loads(self.payload)
-        except ValueError:
-            raise DomainError("command_malformed", detail="payload") from None
-        if not isinstance(payload, dict):
-            raise DomainError("command_malformed", detail="payload")
-        return parse_command(self.kind, payload)
+        return parse_command(self.kind, self.payload)

@@ -60,10 +60,21 @@ class OpContext:
     at: str  # ISO 8601 with offset, the moment the clerk acted
     op_id: str
     extra: dict[str, str] = field(default_factory=dict)
+    # the deciding side's own date (YYYY-MM-DD) for judging the dates a clerk
+    # types, such as a birth date: on the server its clock's date in the op's
+    # time zone, so an op dated 2099 by a wrong PC clock cannot register a
+    # patient born in 2098, nor one dated 1970 refuse a patient born in 1980.
+    # None: the op's own day (the workstation, whose clock dated the op)
+    today: str | None = None
 
     @property
     def day(self) -> str:
         return self.at[:10]
+
+    @property
+    def judging_day(self) -> str:
+        """The day against which typed dates are judged (see ``today``)."""
+        return self.today or self.day
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import sqlite3
 import unicodedata
 from dataclasses import dataclass
 
-from domain.numbers import is_card_no
+from domain.errors import DomainError
+from domain.numbers import canonical_number, is_card_no
 
 _FTS_SAFE = re.compile(r"[^0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _HIT_COLS = (
@@ -80,7 +81,11 @@ def search_patients(conn: sqlite3.Connection, query: str, limit: int = 20) -> li
     if compact.isdigit() or (
         compact[:-1].isdigit() and compact.endswith("x") and len(compact) == 18
     ):
-        return _search_digits(conn, compact.upper(), limit)
+        try:  # a number is looked for in the one form it is stored in
+            number = canonical_number(compact)
+        except DomainError:  # digits of another script: no number has them
+            return []
+        return _search_digits(conn, number, limit)
     terms = [t for t in _FTS_SAFE.split(q) if t]
     if not terms:
         return []

@@ -1041,7 +1041,8 @@ class LocalStore:
             }
             applied: list[tuple[str, int | None, str]] = []
             for res in results:
-                if res.status == "applied":  # the common case, in one statement below
+                flags = (res.result or {}).get("flags") if res.status != "deferred" else None
+                if res.status == "applied" and not flags:  # the common case, in one statement below
                     answer = to_json({"status": res.status, "result": res.result})
                     applied.append((answer, res.server_seq, res.op_id))
                     if res.op_id in conflicts:
@@ -1081,6 +1082,16 @@ class LocalStore:
                             "modified",
                             res.code or "modified",
                             res.params or {},
+                            self._op(res.op_id),
+                        )
+                    elif flags and row[0] == PENDING:
+                        # booked, but the server found its date wrong (this PC's clock?)
+                        flag = flags[0]
+                        self._open_issue(
+                            res.op_id,
+                            "flagged",
+                            str(flag.get("code", "flagged")),
+                            flag.get("params") or {},
                             self._op(res.op_id),
                         )
                 elif res.status in ("rejected", "needs_review"):

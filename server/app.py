@@ -10,17 +10,19 @@ workstation backs off and retries.
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.leases import NUMBER_BLOCK, Lease
@@ -78,6 +80,61 @@ def _error(
 
 
 _MARK = re.compile(r"^[0-9a-f]{16}$")
+
+# What each error status means, for the OpenAPI document: every route lists
+# those it can answer, each with the bilingual body (ErrorBody)
+_ERROR_MEANING: dict[int, str] = {
+    401: "no workstation token, a workstation unknown or disabled, no clerk session or "
+    "one that ended (at login: wrong username or password)",
+    403: "the enrolment code is invalid, used or expired",
+    409: "a conflict the code names (see the route)",
+    413: f"the request body is over {MAX_BODY_BYTES:,} bytes",
+    415: "the body is not JSON (Content-Type)",
+    422: "the request is malformed (body, query, headers; NUL anywhere)",
+    423: "too many failed logins: the clerk is locked out for a while",
+    501: "leases of this kind are not granted yet",
+    503: "the central database is briefly unavailable (Retry-After); retry",
+}
+# every route: the body limit, a malformed request, the database
+_EVERY_ROUTE = (413, 422, 503)
+
+
+def _errors(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for ``statuses`` (and those of every route), each
+    with the bilingual error body; ``meanings`` (``e409="..."``) say more
+    than ``_ERROR_MEANING`` for this route."""
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": meanings.get(f"e{status}", _ERROR_MEANING[status]),
+        }
+        for status in sorted({*statuses, *_EVERY_ROUTE})
+    }
+
+
+_JSON_TYPES = ("application/json", "application/merge-patch+json")
+
+
+def _not_json(content_type: str | None) -> bool:
+    """A Content-Type that says the body is something else than JSON (none
+    at all is read as JSON, as workstations of release 0.1 send it)."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media not in _JSON_TYPES and not media.endswith("+json")
+
+
+class BodyNotJson(Exception):
+    """A body whose Content-Type is not JSON: 415."""
+
+
+def _not_json_response() -> JSONResponse:
+    return _error(
+        415,
+        "request_not_json",
+        "请求内容应为 JSON（Content-Type: application/json）。",
+        "The request body must be JSON (Content-Type: application/json).",
+    )
 
 
 def _replica_claim(headers: Mapping[str, str]) -> ReplicaClaim | None:
@@ -156,6 +213,33 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class RefuseNul:
+    """Refuse a request whose path, query string or headers hold NUL (raw or
+    ``%00``) with 422, before anything reads them: PostgreSQL refuses NUL in
+    text, and a value that reached it answered 503 (database unavailable,
+    retry) or 500. Bodies are checked by their models (``sync.protocol``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            b"\x00" in scope.get("query_string", b"")
+            or b"%00" in scope.get("query_string", b"")
+            or "\x00" in scope.get("path", "")
+            or any(b"\x00" in value for _, value in scope.get("headers") or [])
+        ):
+            response = _error(
+                422,
+                "request_malformed",
+                "请求中含有空字符（NUL）。",
+                "The request holds a NUL character.",
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     engine: Engine | str,
     snapshot_dir: Path | None = None,
@@ -209,14 +293,57 @@ def create_app(
     app.state.sync = sync
     app.state.snapshots = images
     app.state.checkpointer = checkpointer
+    app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(AuthError)
     async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.zh, exc.en)
 
+    def caller_refused(request: Request) -> AuthError | None:
+        """Why the route's credentials refuse this request, or None: checked
+        before its body is judged, so that a stranger learns nothing of what a
+        body should be (FastAPI parses the body before the route's
+        dependencies run)."""
+        route = request.scope.get("route")
+        dependant = getattr(route, "dependant", None)
+        calls = set(_calls(dependant)) if dependant is not None else set()
+        token = request.headers.get(DEVICE_HEADER)
+        try:
+            if session_of in calls:
+                auth.device_and_session(token, _bearer(request.headers.get("authorization")))
+            elif device_of in calls:
+                auth.device(token)
+        except AuthError as refused:
+            return refused
+        return None
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, ...)
+            return await _malformed(
+                request, RequestValidationError([{"loc": ["body"], "msg": str(exc.detail)}])
+            )
+        # outside any route (404, 405)
+        words = {
+            404: ("没有这个接口。", "No such endpoint."),
+            405: ("该接口不接受此请求方法。", "This endpoint does not take this method."),
+        }
+        zh, en = words.get(exc.status_code, ("请求无法处理。", "The request cannot be handled."))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "request_error")
+        return _error(exc.status_code, code, zh, en, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(BodyNotJson)
+    async def _body_not_json(_request: Request, _exc: BodyNotJson) -> JSONResponse:
+        return _not_json_response()
+
     @app.exception_handler(RequestValidationError)
-    async def _malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refused = await run_in_threadpool(caller_refused, request)
+        if refused is not None:
+            return _error(refused.status, refused.code, refused.zh, refused.en)
+        if _not_json(request.headers.get("content-type")) and request.method in ("POST", "PUT"):
+            return _not_json_response()
         detail = [
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
             for e in exc.errors()[:20]
@@ -227,7 +354,14 @@ def create_app(
 
     @app.exception_handler(PushMalformed)
     async def _malformed_push(_request: Request, exc: PushMalformed) -> JSONResponse:
-        return await _malformed(_request, RequestValidationError(exc.errors))
+        # the push's credentials were checked before its body (SyncService.push)
+        detail = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors[:20]
+        ]
+        return _error(
+            422, "request_malformed", "请求格式错误。", "The request is malformed.", detail
+        )
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
@@ -263,16 +397,16 @@ def create_app(
             auth.record_for(session, "access", request.url.path, "refused", exc.code)
             raise
 
-    @app.get("/health")
+    @app.get("/health", responses=_errors())
     def health() -> dict[str, Any]:
         return {"status": "ok", "epoch": sync.epoch(), "server_time": utc_now()}
 
-    @app.post("/devices/enroll", response_model=EnrollResponse)
+    @app.post("/devices/enroll", response_model=EnrollResponse, responses=_errors(403, 415))
     def enroll(body: EnrollRequest) -> EnrollResponse:
         device_id, token = auth.enroll(body.code, body.device_name)
         return EnrollResponse(device_id=device_id, device_token=token, epoch=sync.epoch())
 
-    @app.post("/auth/login", response_model=LoginResponse)
+    @app.post("/auth/login", response_model=LoginResponse, responses=_errors(401, 415, 423))
     def login(body: LoginRequest, device: Annotated[Device, Depends(device_of)]) -> LoginResponse:
         token, expires, session = auth.login(device, body.username, body.password)
         if body.signing_key is not None:  # the password is checked: the key is this clerk's
@@ -298,7 +432,7 @@ def create_app(
             epoch=sync.epoch(),
         )
 
-    @app.post("/auth/logout", status_code=204)
+    @app.post("/auth/logout", status_code=204, responses=_errors(401))
     def logout(
         session: Annotated[Session, Depends(session_of)],
         authorization: Annotated[str | None, Header()] = None,
@@ -341,8 +475,14 @@ def create_app(
         "/leases",
         response_model=LeaseGrant,
         responses={
-            409: {"model": ErrorBody, "description": "nothing left to lease"},
-            422: {"model": ErrorBody, "description": "unknown kind or resource, or too many"},
+            **_errors(
+                401,
+                409,
+                415,
+                501,
+                e409="nothing left to lease",
+                e422="malformed, or an unknown kind or resource, or too many",
+            ),
             **limited,
         },
     )
@@ -355,7 +495,7 @@ def create_app(
         except LeaseRefused as exc:
             return lease_refused(exc)
 
-    @app.post("/leases/held", response_model=LeasesKept, responses={429: limited[429]})
+    @app.post("/leases/held", response_model=LeasesKept, responses={**_errors(401, 415), **limited})
     def leases_held(body: LeasesHeld, session: Annotated[Session, Depends(data_session_of)]) -> Any:
         """The number blocks this workstation holds, told again after a restore
         from a backup: those the server forgot are recorded again (and their
@@ -377,7 +517,10 @@ def create_app(
         return LeasesKept(kept=kept, refused=refused_ids)
 
     @app.post(
-        "/leases/numbers", response_model=NumberBlockResponse, deprecated=True, responses=limited
+        "/leases/numbers",
+        response_model=NumberBlockResponse,
+        deprecated=True,
+        responses={**_errors(401, 409, 415, e409="the number series is exhausted"), **limited},
     )
     def lease_numbers(
         body: NumberBlockRequest, session: Annotated[Session, Depends(data_session_of)]
@@ -399,6 +542,13 @@ def create_app(
     @app.post(
         "/sync/push",
         response_model=PushResponse,
+        responses=_errors(
+            401,
+            409,
+            415,
+            e409="epoch_changed (the server was restored: load the data again) or "
+            "server_behind (the server is behind this workstation's replica)",
+        ),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -416,7 +566,13 @@ def create_app(
         body = await request.body()
         headers = request.headers
         device_token, bearer = headers.get(DEVICE_HEADER), _bearer(headers.get("authorization"))
-        replica = _replica_claim(headers)  # where the replica stands: nothing applied if ahead
+
+        def replica() -> ReplicaClaim | None:
+            """Read once the credentials are checked: a stranger gets 401, not
+            a lesson in what a push should be."""
+            if _not_json(headers.get("content-type")):
+                raise BodyNotJson
+            return _replica_claim(headers)  # where the replica stands: nothing applied if ahead
 
         def answer() -> str:
             # serialised once, here: returned as a model, FastAPI would validate
@@ -433,7 +589,13 @@ def create_app(
             return _error(409, changed.code, changed.zh, changed.en, changed.found)
         return Response(text, media_type="application/json")
 
-    @app.get("/sync/pull", response_model=PullResponse)
+    @app.get(
+        "/sync/pull",
+        response_model=PullResponse,
+        responses=_errors(
+            401, 409, e409="server_behind (the server is behind this workstation's replica)"
+        ),
+    )
     def pull(
         session: Annotated[Session, Depends(data_session_of)],
         cursor: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -464,7 +626,7 @@ def create_app(
     @app.get(
         "/sync/snapshot",
         response_class=StreamingResponse,
-        responses={200: {"content": {"application/x-ndjson+gzip": {}}}},
+        responses={200: {"content": {"application/x-ndjson+gzip": {}}}, **_errors(401)},
     )
     def snapshot(session: Annotated[Session, Depends(data_session_of)]) -> StreamingResponse:
         auth.record_for(session, "snapshot", "", "ok")
@@ -477,8 +639,12 @@ def create_app(
         response_class=StreamingResponse,
         responses={
             200: {"content": {"application/gzip": {}}},
-            409: {"model": ErrorBody, "description": "the workstation's schema differs"},
-            503: {"model": ErrorBody, "description": "the image is being built; retry"},
+            **_errors(
+                401,
+                409,
+                e409="the workstation's schema differs",
+                e503="the image is being built, or the database is briefly unavailable; retry",
+            ),
         },
     )
     def snapshot_image(
@@ -558,6 +724,13 @@ def _push_threads() -> ThreadPoolExecutor:
     59-79 us measured here; anyio's queue wakes its thread through a Python
     Condition), and a one-op push is mostly hand-offs and HTTP."""
     return ThreadPoolExecutor(max_workers=PUSH_THREADS, thread_name_prefix="push")
+
+
+def _calls(dependant: Any) -> Iterator[Any]:
+    """The callables a route depends on, and those they depend on."""
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from _calls(dependency)
 
 
 def _bearer(authorization: str | None) -> str | None:

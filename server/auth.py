@@ -70,6 +70,7 @@ class Session:
         default_factory=dict
     )  # at login: the policy the clerk works under
     ref: str | None = None  # how the audit names the session (server.chain.session_ref)
+    enrolled_at: str | None = None  # the device's (read with the push's session)
 
 
 def token_hash(token: str) -> str:
@@ -193,7 +194,7 @@ def _session_invalid() -> AuthError:
 # process (``workstation server --workers``) answers it.
 _SESSION_SQL = (
     "SELECT d.device_id, d.active, s.clerk_id, s.device_id, s.revoked, s.expires_at, "
-    "c.username, c.name, c.roles, c.active "
+    "c.username, c.name, c.roles, c.active, d.enrolled_at "
     "FROM devices d "
     "LEFT JOIN sessions s ON s.token_hash = ? "
     "LEFT JOIN clerks c ON c.clerk_id = s.clerk_id "
@@ -221,7 +222,19 @@ def session_of(
         raise _device_unknown()
     if not bearer:
         raise _session_missing()
-    device_id, _, clerk_id, session_device, revoked, expires_at, username, name, roles, active = row
+    (
+        device_id,
+        _,
+        clerk_id,
+        session_device,
+        revoked,
+        expires_at,
+        username,
+        name,
+        roles,
+        active,
+        enrolled_at,
+    ) = row
     if clerk_id is None or session_device != device_id:
         raise _session_invalid()
     if not active:
@@ -231,7 +244,13 @@ def session_of(
     if revoked or expires_at < utc_now():
         raise _session_invalid()
     return Session(
-        clerk_id, username, name, tuple(json.loads(roles)), device_id, ref=session_ref(bearer)
+        clerk_id,
+        username,
+        name,
+        tuple(json.loads(roles)),
+        device_id,
+        ref=session_ref(bearer),
+        enrolled_at=enrolled_at,
     )
 
 

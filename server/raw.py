@@ -17,6 +17,7 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from domain.rows import Row, columns_of
@@ -24,11 +25,21 @@ from domain.rows import Row, columns_of
 
 class RawSql:
     def __init__(self, conn: Connection) -> None:
+        self.conn = conn  # for what SQLAlchemy writes in the same transaction
         driver: Any = conn.connection.driver_connection
         self.cursor: Any = driver.cursor()
         self.qmark = conn.dialect.paramstyle == "qmark"
         self.sqlite = conn.dialect.name == "sqlite"
-        self.IntegrityError: type[Exception] = conn.dialect.loaded_dbapi.IntegrityError
+        dbapi = conn.dialect.loaded_dbapi
+        self.IntegrityError: type[Exception] = dbapi.IntegrityError
+        # the database went away or gave up (connection lost, deadlock,
+        # serialisation failure, SQLite busy): says nothing about the statement
+        self.Unavailable: tuple[type[Exception], ...] = (
+            dbapi.OperationalError,
+            dbapi.InterfaceError,
+            sa_exc.OperationalError,
+            sa_exc.InterfaceError,
+        )
         self._pg_raw: Any = None
 
     def _sql(self, sql: str) -> str:

@@ -5,7 +5,9 @@ change-log lock. Each op runs in its own savepoint together with its row in
 ``ops`` (the deduplication record), so an op is applied exactly once or not at
 all; the request's ops are committed together (group commit) and no result is
 returned before that commit is durable. A replayed op returns its stored
-answer. A permanent rejection is stored too and advances the device's sequence.
+answer. A permanent rejection is stored too and advances the device's sequence;
+so is an op the server fails on (``op_failed``): only a database that is gone
+(503) leaves an op for the workstation to send again.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import hashlib
 import json
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -27,6 +29,7 @@ from sqlalchemy.engine import Connection
 from domain.areas import ROW_TYPES
 from domain.commands import Outcome, decide
 from domain.errors import DomainError, Rejection
+from domain.hlc import is_hlc
 from domain.json_text import to_json
 from domain.operation import Operation
 from domain.rows import Row
@@ -74,6 +77,18 @@ log = logging.getLogger(__name__)
 
 CLOCK_SKEW_LIMIT_S = 300.0
 _OPS_COLUMNS = (*OPS_FIELDS, *SIGNATURE_FIELDS, "prev_hash", "hash")
+# An op dated more than this after the server's clock, or more than this
+# before its device was enrolled, is flagged (booked, but answered with a
+# flag the workstation files as a Sync issue, and audited): a PC clock that
+# is wrong, not a reason to lose the clerk's work, but never silently booked
+OP_TIME_TOLERANCE = timedelta(hours=24)
+
+
+def server_clock() -> datetime:
+    """The clock ops' dates are judged by: the server's, the site's reference."""
+    return datetime.now(UTC)
+
+
 _INSERT_OP = (
     f"INSERT INTO ops ({', '.join(_OPS_COLUMNS)}) VALUES ({', '.join('?' * len(_OPS_COLUMNS))})"
 )
@@ -168,6 +183,22 @@ def _parse_time(text: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+class _When(NamedTuple):
+    """The push's time on the server's clock, and when its device was enrolled."""
+
+    now: datetime
+    enrolled: datetime | None
+
+
+def _time_flags(op: Operation, at: datetime, when: _When) -> list[dict[str, Any]]:
+    """What is wrong with an op's own time, judged by the server's clock."""
+    if at - when.now > OP_TIME_TOLERANCE:
+        return [{"code": "op_time_future", "params": {"at": op.at}}]
+    if when.enrolled is not None and when.enrolled - at > OP_TIME_TOLERANCE:
+        return [{"code": "op_time_before_enrolment", "params": {"at": op.at}}]
+    return []
+
+
 @dataclass(frozen=True)
 class ReplicaClaim:
     """Where a workstation's replica stands, as its push says (headers)."""
@@ -239,6 +270,7 @@ class _Batch:
     keys: KeyRing  # the clerks' signing keys the batch names
     unsigned_through: int | None  # the device's last op made before it signed
     session: str | None  # the pushing session (server.chain.session_ref)
+    when: _When
 
 
 @dataclass
@@ -346,7 +378,7 @@ class SyncService:
         device_token: str | None,
         bearer: str | None,
         body: bytes,
-        replica: ReplicaClaim | None = None,
+        replica: ReplicaClaim | Callable[[], ReplicaClaim | None] | None = None,
     ) -> PushResponse:
         """``POST /sync/push``: the request's device and session checked, its
         body parsed and its ops applied, in one transaction.
@@ -366,8 +398,10 @@ class SyncService:
 
         With ``replica`` (where the workstation's replica stands, from the
         push's headers) the server first checks it is not behind it
-        (:meth:`verify`)."""
-        now = datetime.now(UTC)
+        (:meth:`verify`); given as a function, it is called once the
+        credentials are checked (it may raise for a malformed claim: the
+        request's credentials are judged before anything else of it)."""
+        now = server_clock()
         try:
             return self._push(device_token, bearer, body, now, replica, careful=False)
         except _OpFailed:
@@ -379,13 +413,15 @@ class SyncService:
         bearer: str | None,
         body: bytes,
         now: datetime,
-        replica: ReplicaClaim | None,
+        replica: ReplicaClaim | Callable[[], ReplicaClaim | None] | None,
         *,
         careful: bool,
     ) -> PushResponse:
         with writer(self.engine) as conn, conn.begin():
             sql = RawSql(conn)
             session = require_data_role(session_of(sql, device_token, bearer, lock_device=True))
+            if callable(replica):
+                replica = replica()
             request = parse_push(body)
             # epoch, policy and the device's last op, read once for the check and the batch
             settings = dict(sql.all(_SETTINGS_SQL, (session.device_id, session.device_id)))
@@ -400,6 +436,7 @@ class SyncService:
                 session.device_id,
                 clerk,
                 sorted(request.ops, key=lambda o: o.client_seq),
+                _When(now, _parse_time(session.enrolled_at or "")),
                 careful=careful,
                 session=session.ref,
             )
@@ -418,6 +455,7 @@ class SyncService:
         device_id: str,
         pusher: Clerk,
         batch: list[Operation],
+        when: _When,
         *,
         careful: bool,
         session: str | None = None,
@@ -448,6 +486,7 @@ class SyncService:
                 else None
             ),
             session=session,
+            when=when,
         )
         try:
             results, log_rows = self._apply_ops(sql, run, careful=careful)
@@ -464,19 +503,19 @@ class SyncService:
     ) -> tuple[list[OpResult], _LogRows]:
         """The batch's ops in ``client_seq`` order. Not ``careful``: the first
         op that raises ends it (the push is rolled back and made again).
-        ``careful``: each op in a savepoint; one that fails is deferred with
-        the rest."""
+        ``careful``: each op in a savepoint; one that fails is rolled back to
+        it and refused (``op_failed``, the error's kind in its params, the
+        traceback in the server's log), and the ops after it are applied: an
+        op the server cannot take must not hold its device's sequence for
+        ever. A database that went away (``RawSql.Unavailable``) is no verdict
+        on the op: the push fails (503) and is sent again."""
         device_id, pushed_by, applied_at = run.device_id, run.pushed_by, run.applied_at
         state = ServerState(sql, run.policy)
         log_rows = _LogRows(session=run.session)
         results: list[OpResult] = []
         last_seq = run.last_seq
         seen: set[str] = set()
-        stop = False
         for op in run.ops:
-            if stop:
-                results.append(OpResult(op_id=op.op_id, status="deferred", code="server_error"))
-                continue
             known = run.stored.get(op.op_id)
             if known is not None:
                 results.append(self._stored_result(known, op, device_id))
@@ -521,21 +560,23 @@ class SyncService:
             clerk = run.clerks[op.clerk_id]
             if not careful:
                 result = self._apply_one(
-                    sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at
+                    sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at, run.when
                 )
             else:
                 try:
                     result = self._apply_guarded(
-                        sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at
+                        sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at, run.when
                     )
-                except Exception:
-                    log.exception(
-                        "op %s failed on the server; it stays pending at the workstation",
-                        op.op_id,
+                except sql.Unavailable:
+                    raise  # nothing recorded: 503, and the workstation sends it again
+                except Exception as exc:
+                    # rolled back to its savepoint: refused and recorded, so the
+                    # device's later ops are not held behind it for ever
+                    log.exception("op %s failed on the server; refused", op.op_id)
+                    result = _rejected(
+                        op.op_id, Rejection(code="op_failed", params={"error": type(exc).__name__})
                     )
-                    results.append(OpResult(op_id=op.op_id, status="deferred", code="server_error"))
-                    stop = True
-                    continue
+                    log_rows.record(device_id, pushed_by, op, result, applied_at)
             results.append(result)
             last_seq = op.client_seq
         return results, log_rows
@@ -550,6 +591,7 @@ class SyncService:
         op: Operation,
         clerk: Clerk | None,
         applied_at: str,
+        when: _When,
     ) -> OpResult:
         """One op in a savepoint of its own. A uniqueness it breaks rolls it
         back and it is decided once more: on PostgreSQL the row it met may be
@@ -563,7 +605,7 @@ class SyncService:
             mark = log_rows.mark()
             try:
                 result = self._apply_one(
-                    sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at
+                    sql, log_rows, state, device_id, pushed_by, op, clerk, applied_at, when
                 )
             except sql.IntegrityError as exc:
                 sql.rollback_to_savepoint()
@@ -641,11 +683,24 @@ class SyncService:
         op: Operation,
         clerk: Clerk | None,
         applied_at: str,
+        when: _When,
     ) -> OpResult:
-        outcome = self._decide(state, device_id, op, clerk)
+        outcome = self._decide(state, device_id, op, clerk, when)
         if isinstance(outcome, Rejection):
             result = _rejected(op.op_id, outcome)
         else:
+            flags = _time_flags(op, _parse_time(op.at) or when.now, when)
+            for flag in flags:  # booked, and kept where IT looks
+                append_audit(
+                    sql.conn,
+                    clerk_id=op.clerk_id,
+                    device_id=device_id,
+                    action="op_time_flagged",
+                    target=op.op_id,
+                    outcome=flag["code"],
+                    detail=to_json({"at": op.at, "server_time": when.now.isoformat()}),
+                    session=log_rows.session,
+                )
             for row in outcome.rows:
                 upsert, values_of = upsert_sql(type(row))
                 sql.execute(upsert, values_of(row))
@@ -659,21 +714,24 @@ class SyncService:
                 message_zh=notice.message("zh") if notice else None,
                 message_en=notice.message("en") if notice else None,
                 server_seq=len(log_rows.changes),  # in the batch, until _write_log
-                result=outcome.result,
+                result={**outcome.result, "flags": flags} if flags else outcome.result,
             )
             log_rows.applied.append(result)
         log_rows.record(device_id, pushed_by, op, result, applied_at)
         return result
 
     def _decide(
-        self, state: ServerState, device_id: str, op: Operation, clerk: Clerk | None
+        self, state: ServerState, device_id: str, op: Operation, clerk: Clerk | None, when: _When
     ) -> Outcome:
         if not op.hash_matches():
             return Rejection(code="command_malformed", params={"detail": "args_hash"})
         if op.device_id is not None and op.device_id != device_id:
             return Rejection(code="command_malformed", params={"detail": "device_id"})
-        if _parse_time(op.at) is None:
+        at = _parse_time(op.at)
+        if at is None:
             return Rejection(code="command_malformed", params={"detail": "at"})
+        if not is_hlc(op.hlc):
+            return Rejection(code="command_malformed", params={"detail": "hlc"})
         if clerk is None or not clerk.active:
             return Rejection(code="clerk_unknown", params={"clerk_id": op.clerk_id})
         try:
@@ -681,7 +739,11 @@ class SyncService:
         except DomainError as exc:
             return exc.rejection
         ctx = OpContext(
-            actor=Actor(clerk.clerk_id, clerk.roles, device_id), at=op.at, op_id=op.op_id
+            actor=Actor(clerk.clerk_id, clerk.roles, device_id),
+            at=op.at,
+            op_id=op.op_id,
+            # typed dates (a birth date) are judged by the server's clock, in the op's zone
+            today=when.now.astimezone(at.tzinfo).date().isoformat(),
         )
         return decide(state, command, ctx)
 

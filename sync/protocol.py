@@ -12,11 +12,12 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from domain.leases import Lease
 from domain.operation import MAX_PAYLOAD_CHARS, Operation
 from domain.signing import PUBLIC_KEY_PATTERN
+from domain.text import check_storable
 
 DEVICE_HEADER = "X-Device-Token"
 MAX_OPS_PER_PUSH = 500
@@ -31,7 +32,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PushRequest(_Model):
+class _Request(_Model):
+    """A request body: no text in it that the database cannot store (NUL,
+    lone surrogates), refused with 422 before it reaches one. (Answers are
+    not walked: they come from the database.)"""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return check_storable(value)
+
+
+class PushRequest(_Request):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     device_time: str = Field(
         max_length=40, description="the workstation's wall clock now (ISO 8601)"
     )
@@ -116,7 +130,7 @@ class PullResponse(_Model):
     server_time: str
 
 
-class EnrollRequest(_Model):
+class EnrollRequest(_Request):
     code: str = Field(min_length=4, max_length=64)
     device_name: str = Field(min_length=1, max_length=80)
 
@@ -127,7 +141,7 @@ class EnrollResponse(_Model):
     epoch: str
 
 
-class LoginRequest(_Model):
+class LoginRequest(_Request):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
     signing_key: str | None = Field(
@@ -161,7 +175,7 @@ class LoginResponse(_Model):
     epoch: str
 
 
-class LeaseRequest(_Model):
+class LeaseRequest(_Request):
     """Ask for a lease (``POST /leases``): ``count`` numbers, ids or units of
     ``resource`` of lease ``kind`` (``domain.leases.LEASE_KINDS``)."""
 
@@ -170,7 +184,7 @@ class LeaseRequest(_Model):
     count: int = Field(ge=1, le=1_000_000)
 
 
-class LeaseGrant(_Model):
+class LeaseGrant(_Request):
     """A granted lease: a range (first..last), a set of ids, or a quantity."""
 
     lease_id: str
@@ -214,7 +228,7 @@ class LeaseGrant(_Model):
         )
 
 
-class LeasesHeld(_Model):
+class LeasesHeld(_Request):
     """``POST /leases/held``: the number blocks a workstation holds, told again
     after the server was restored from a backup."""
 
@@ -226,7 +240,7 @@ class LeasesKept(_Model):
     refused: list[str] = Field(description="blocks that overlap another's: not to be used")
 
 
-class NumberBlockRequest(_Model):
+class NumberBlockRequest(_Request):
     """Release 0.1's ``POST /leases/numbers``, still answered for its workstations."""
 
     series: Literal["card", "receipt"]

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, select, text
 from ulid import ULID
 
 from domain.cashier.top_up import TopUp
+from domain.hlc import HybridClock
 from domain.numbers import receipt_no_for
 from domain.operation import args_hash
 from domain.signing import SigningKey
@@ -122,7 +123,7 @@ async def test_every_kind_of_event_is_audited_with_who_where_when_what_and_outco
         "payload": reg.model_dump_json(),
         "clerk_id": clerk_id,
         "at": "2026-01-02T03:04:05+08:00",
-        "hlc": "0",
+        "hlc": HybridClock().now(),
     }
     op["args_hash"] = args_hash(op["kind"], op["payload"])
     op = signed(op, key, device_id)
@@ -303,7 +304,7 @@ def test_parallel_pushes_and_logins_leave_one_unbroken_chain(
                         "payload": reg.model_dump_json(),
                         "clerk_id": clerk_id,
                         "at": now(),
-                        "hlc": "0",
+                        "hlc": HybridClock().now(),
                     }
                     op["args_hash"] = args_hash(op["kind"], op["payload"])
                     batch.append(signed(op, key, device_id))
@@ -364,7 +365,7 @@ def test_a_push_takes_the_op_log_s_head_once_for_its_whole_batch(
             "args_hash": args_hash(reg.kind, payload),
             "clerk_id": s.clerk_id,
             "at": now(),
-            "hlc": "0",
+            "hlc": HybridClock().now(),
         }
         batch.append(signed(op, key, device_id))
     answer = sync.push(token, session, json.dumps({"device_time": now(), "ops": batch}).encode())

@@ -172,7 +172,7 @@ def test_register_foreign_name_with_middle_dot(state: FakeState) -> None:
         ({"name": "张三3"}, "name_characters"),
         ({"name": "张" * 31}, "field_too_long"),
         ({"address": "北" * 101}, "field_too_long"),
-        ({"address": "北京\x00"}, "field_control"),
+        ({"address": "北京\x01"}, "field_control"),
         ({"phone": "12345"}, "phone_format"),
         ({"phone": "1381234567"}, "phone_format"),  # 10 digits
         ({"phone": "23812345678"}, "phone_format"),
@@ -191,6 +191,14 @@ def test_register_foreign_name_with_middle_dot(state: FakeState) -> None:
 )
 def test_register_rejections(state: FakeState, changes: dict[str, Any], code: str) -> None:
     assert rejected(state, register(**changes)).code == code
+
+
+def test_text_a_database_cannot_store_is_refused_when_the_command_is_built() -> None:
+    for text in ("北京\x00", "北京\ud800"):
+        with pytest.raises(DomainError) as caught:
+            register(address=text)
+        assert caught.value.code == "field_control"
+        assert "地址" in caught.value.message("zh") and "Address" in caught.value.message("en")
 
 
 def test_register_name_and_address_at_their_limits(state: FakeState) -> None:

@@ -577,6 +577,17 @@ def test_search_by_card_number(store: LocalStore, people: dict[str, str]) -> Non
     assert hit.pending is True  # registered here, not yet confirmed
 
 
+def test_search_finds_a_number_in_its_one_form(store: LocalStore, people: dict[str, str]) -> None:
+    """Full-width digits (a Chinese input method) find the number; digits of
+    another script find nothing (``domain.numbers.canonical_number``)."""
+    wide = "".join(chr(ord(c) + 0xFEE0) for c in people["card"])
+    [hit] = store.search(wide)
+    assert hit.card_no == people["card"]
+    arabic = "".join("٠١٢٣٤٥٦٧٨٩"[int(c)] for c in people["card"])
+    assert store.search(arabic) == []
+    assert store.search(arabic[:6]) == []
+
+
 def test_search_hit_carries_the_patient(store: LocalStore, people: dict[str, str]) -> None:
     [hit] = store.search("stf")
     assert hit.name == "单田芳" and hit.doc_no == MALE_EXAMPLE and hit.phone == "13912345678"

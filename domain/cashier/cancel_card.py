@@ -7,6 +7,7 @@ from typing import ClassVar
 from ..cards import CardStatus, issued_card
 from ..commands import Command, Decision, Fact
 from ..errors import DomainError
+from ..numbers import NumberText
 from ..patients.fields import clean_address
 from ..state import DeskState, OpContext
 from .facts import card_fact
@@ -21,7 +22,7 @@ class CancelCard(Command):
     roles: ClassVar[frozenset[str]] = frozenset({"supervisor"})
     names: ClassVar[tuple[str, str]] = ("注销卡", "cancel card")
 
-    card_no: str
+    card_no: NumberText
     reason: str
 
     def decide(self, state: DeskState, ctx: OpContext) -> Decision:

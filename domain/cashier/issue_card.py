@@ -4,28 +4,24 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from ..cards import CardRow, CardStatus, active_card_of
-from ..commands import Command, Decision, Fact
+from ..commands import Arguments, Command, Decision, Fact
 from ..errors import DomainError
 from ..leases import number_leased
 from ..ledger import TransferKind, money_in
 from ..money import check_amount, format_yuan
-from ..numbers import Series, card_sequence, is_card_no
+from ..numbers import NumberText, Series, card_sequence, is_card_no
 from ..patients import get_patient
 from ..rows import Row
 from ..state import DeskState, OpContext
 from .facts import amount_fact, card_fact, receipt_fact
 
 
-class Prepayment(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Prepayment(Arguments):
     transfer_id: str
     amount_fen: int
     method: str
-    receipt_no: str
+    receipt_no: NumberText
     shift_id: str | None = None  # None: made by a workstation of release 0.1
 
 
@@ -40,7 +36,7 @@ class IssueCard(Command):
     names: ClassVar[tuple[str, str]] = ("发卡", "issue card")
     numbers: ClassVar[frozenset[str]] = frozenset({Series.CARD, Series.RECEIPT})
 
-    card_no: str
+    card_no: NumberText
     patient_id: str
     prepayment: Prepayment | None = None
 

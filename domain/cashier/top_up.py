@@ -7,7 +7,7 @@ from typing import ClassVar
 from ..cards import usable_card
 from ..commands import Command, Decision, Fact
 from ..ledger import TransferKind, money_in
-from ..numbers import Series
+from ..numbers import NumberText, Series
 from ..patients import resolve_patient_id
 from ..state import DeskState, OpContext
 from .facts import amount_fact, card_fact, receipt_fact
@@ -23,10 +23,10 @@ class TopUp(Command):
     numbers: ClassVar[frozenset[str]] = frozenset({Series.RECEIPT})
 
     transfer_id: str
-    card_no: str
+    card_no: NumberText
     amount_fen: int
     method: str
-    receipt_no: str
+    receipt_no: NumberText
     shift_id: str | None = None  # None: made by a workstation of release 0.1
 
     def decide(self, state: DeskState, ctx: OpContext) -> Decision:

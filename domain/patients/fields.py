@@ -8,6 +8,7 @@ from datetime import date
 
 from ..errors import DomainError
 from ..identity import OLDEST_AGE_YEARS, DocumentType, parse_national_id, validate_document
+from ..numbers import canonical_number
 
 NAME_MAX = 30
 ADDRESS_MAX = 100
@@ -25,8 +26,8 @@ SEX_NAMES: dict[str, tuple[str, str]] = {
 _NAME_CHARS = re.compile(
     r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134fA-Za-z·•・ '\-]+"
 )
-_MOBILE = re.compile(r"1[3-9]\d{9}")
-_LANDLINE = re.compile(r"0\d{2,3}-?\d{7,8}(-\d{1,6})?")
+_MOBILE = re.compile(r"1[3-9][0-9]{9}")
+_LANDLINE = re.compile(r"0[0-9]{2,3}-?[0-9]{7,8}(-[0-9]{1,6})?")
 
 FIELD_NAMES: dict[str, tuple[str, str]] = {
     "name": ("姓名", "Name"),
@@ -62,7 +63,7 @@ def clean_phone(text: str) -> str:
     if _has_control(text):
         zh, en = FIELD_NAMES["phone"]
         raise DomainError("field_control", field_zh=zh, field_en=en)
-    phone = re.sub(r"[\s()]", "", unicodedata.normalize("NFKC", text)).removeprefix("+86")
+    phone = re.sub(r"[()]", "", canonical_number(text)).removeprefix("+86")
     if not phone:
         raise DomainError("phone_empty")
     _check_length("phone", phone, PHONE_MAX)
@@ -90,8 +91,8 @@ def clean_address(text: str) -> str:
 
 
 def parse_birth_date(text: str, today: date) -> date:
-    cleaned = unicodedata.normalize("NFKC", text).strip()
-    match = re.fullmatch(r"(\d{4})[-/.]?(\d{1,2})[-/.]?(\d{1,2})", cleaned)
+    cleaned = canonical_number(text)
+    match = re.fullmatch(r"([0-9]{4})[-/.]?([0-9]{1,2})[-/.]?([0-9]{1,2})", cleaned)
     if match is None:
         raise DomainError("birth_date_format")
     try:

@@ -40,7 +40,7 @@ class RegisterPatient(Command):
     address: str = ""
 
     def decide(self, state: DeskState, ctx: OpContext) -> Decision:
-        today = date.fromisoformat(ctx.day)
+        today = date.fromisoformat(ctx.judging_day)
         name = clean_name(self.name)
         sex = check_sex(self.sex)
         # the document first: a mistyped ID number explains a missing birth date too

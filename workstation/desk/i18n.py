@@ -263,6 +263,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "issues.resolved": ("已标记为已处理。", "Marked as handled."),
     "issues.kind.rejected": ("被拒绝", "Refused"),
     "issues.kind.modified": ("被调整", "Changed"),
+    "issues.kind.flagged": ("已记账，待核对", "Booked, flagged"),
     "issues.kind.needs_review": ("待主管审核", "Awaiting review"),
     "issues.kind.replay_conflict": ("可能被拒绝", "Likely refused"),
     "issues.kind.stuck": ("同步停滞", "Sync stuck"),
