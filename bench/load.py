@@ -79,8 +79,9 @@ from domain.signing import SigningKey
 from domain.state import Policy
 from local_db.store import OutboxEntry
 from server.auth import AuthService
-from server.db import make_engine, save_policy
+from server.db import make_engine
 from server.migrate import migrate
+from server.site import save_policy
 from sync.client import SyncClient
 from sync.engine import PUSH_BYTES, wire_bytes_bound
 from sync.protocol import DEVICE_HEADER, MAX_OPS_PER_PUSH, PushResponse

@@ -27,7 +27,8 @@ from domain.state import Actor, Policy
 from local_db.store import LocalStore
 from server.app import create_app
 from server.checkpoint import QUIET_S, WalCheckpointer
-from server.db import make_engine, save_policy
+from server.db import make_engine
+from server.site import save_policy
 from server.snapshots import GZIP_LEVEL
 from sync.client import SyncClient
 from sync.engine import SyncEngine, SyncReport

@@ -17,13 +17,10 @@ copy of the server's database.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-if TYPE_CHECKING:
-    from .operation import Operation
 
 PUBLIC_KEY_BYTES = 32
 KEY_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -32,12 +29,31 @@ PUBLIC_KEY_PATTERN = r"^[0-9a-f]{64}$"
 _FORMAT = "op-signature/1"
 
 
+class Signed(Protocol):
+    """What a signature covers of an operation (``domain.operation.Operation``)."""
+
+    @property
+    def op_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def args_hash(self) -> str: ...
+    @property
+    def clerk_id(self) -> str: ...
+    @property
+    def at(self) -> str: ...
+    @property
+    def hlc(self) -> str: ...
+    @property
+    def signature(self) -> str | None: ...
+
+
 def key_id_of(public_key: bytes) -> str:
     """A key's name: the first 128 bits of the SHA-256 of its public half."""
     return hashlib.sha256(public_key).hexdigest()[:32]
 
 
-def signed_text(op: Operation, device_id: str) -> bytes:
+def signed_text(op: Signed, device_id: str) -> bytes:
     """What a signature covers: everything that says who did what, where and
     when (the arguments through their hash). Not its place in the device's
     sequence (the op id, signed and applied once, already makes it one op),
@@ -74,11 +90,11 @@ class SigningKey:
     def private_bytes(self) -> bytes:
         return self._private.private_bytes_raw()
 
-    def sign(self, op: Operation, device_id: str) -> str:
+    def sign(self, op: Signed, device_id: str) -> str:
         return self._private.sign(signed_text(op, device_id)).hex()
 
 
-def signature_valid(public_key: bytes, op: Operation, device_id: str) -> bool:
+def signature_valid(public_key: bytes, op: Signed, device_id: str) -> bool:
     """Whether ``op.signature`` is ``public_key``'s over the op made on ``device_id``."""
     if op.signature is None or len(public_key) != PUBLIC_KEY_BYTES:
         return False

@@ -32,9 +32,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    insert,
     select,
-    update,
 )
 from sqlalchemy.engine import Connection
 
@@ -341,52 +339,6 @@ def load_policy(conn: Connection) -> Policy:
     """The hospital's policy: the defaults, overridden by what an admin set."""
     raw = conn.execute(select(meta.c.value).where(meta.c.key == "policy")).scalar()
     return Policy.from_dict(json.loads(raw)) if raw else Policy()
-
-
-def save_policy(engine: Engine, policy: Policy) -> None:
-    """Set the hospital's policy; audited with what changed (old, new)."""
-    from .chain import append_audit
-
-    with writer(engine) as conn, conn.begin():
-        before = load_policy(conn).as_dict()
-        value = json.dumps(policy.as_dict())
-        if conn.execute(select(meta.c.key).where(meta.c.key == "policy")).first() is None:
-            conn.execute(insert(meta).values(key="policy", value=value))
-        else:
-            conn.execute(update(meta).where(meta.c.key == "policy").values(value=value))
-        changed = {k: [before.get(k), v] for k, v in policy.as_dict().items() if before.get(k) != v}
-        append_audit(
-            conn,
-            clerk_id=None,
-            device_id=None,
-            action="set_policy",
-            target=",".join(changed),
-            outcome="ok",
-            detail=json.dumps(changed),
-        )
-
-
-def start_new_epoch(engine: Engine) -> str:
-    """After restoring the database from a backup: workstations see a new epoch,
-    re-bootstrap, tell their number blocks again and push again what the
-    backup lost. Number counters jump forward, as a restored counter may be
-    behind numbers handed out: by one to ten million, drawn from the new
-    epoch, so that two restores of one backup do not jump to the same place
-    (blocks granted after each would collide)."""
-    from .chain import append_audit
-
-    epoch = new_epoch()
-    with writer(engine) as conn, conn.begin():
-        conn.execute(update(meta).where(meta.c.key == "epoch").values(value=epoch))
-        conn.execute(
-            update(counters)
-            .where(counters.c.name.like("series:%"))
-            .values(value=counters.c.value + epoch_jump(epoch))
-        )
-        append_audit(
-            conn, clerk_id=None, device_id=None, action="new_epoch", target=epoch, outcome="ok"
-        )
-    return epoch
 
 
 def epoch_jump(epoch: str) -> int:

@@ -50,7 +50,8 @@ from domain.numbers import Series
 from domain.state import Policy
 from local_db.store import CommandRejected, LocalStore
 from server.app import create_app
-from server.db import REPLICATED, make_engine, ops, save_policy, start_new_epoch, transfers
+from server.db import REPLICATED, make_engine, ops, transfers
+from server.site import save_policy, start_new_epoch
 from sync.client import SyncError
 from sync.engine import NotLoggedIn
 from workstation.builder import SyncTiming, Workstation, build_workstation

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 
 from server.app import create_app
-from server.db import make_engine, start_new_epoch
+from server.db import make_engine
+from server.site import start_new_epoch
 from sync.transports import SwitchableTransport
 from workstation.builder import SyncTiming, build_workstation
 from workstation.desk import DeskSettings, Done, PatientView, RegistrationDraft

@@ -22,7 +22,8 @@ from local_db.image import SCHEMA_ID, build_image
 from local_db.pinyin import readings
 from local_db.store import LocalStore
 from server.bulk import bulk_load
-from server.db import audit, change_log, leases, ops, start_new_epoch, transfers
+from server.db import audit, change_log, leases, ops, transfers
+from server.site import start_new_epoch
 from server.snapshots import SnapshotImages
 from sync.client import ServerBusy
 from sync.protocol import DEVICE_HEADER

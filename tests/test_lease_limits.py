@@ -19,8 +19,9 @@ from domain.commands import roles_for_numbers
 from domain.leases import NUMBER_BLOCK
 from domain.numbers import SERIES_START, Series
 from domain.state import Policy
-from server.db import audit, counters, leases, make_engine, save_policy
+from server.db import audit, counters, leases, make_engine
 from server.leases import LeaseRefused, grant_lease
+from server.site import save_policy
 from tests.harness import Central, cashier_station
 from tests.test_server_api import (
     Server,

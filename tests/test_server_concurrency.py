@@ -29,7 +29,8 @@ from domain.cashier.top_up import TopUp
 from domain.numbers import card_no_for, receipt_no_for
 from domain.signing import SigningKey
 from server.app import create_app
-from server.db import clerks, devices, is_sqlite, make_engine, ops, start_new_epoch, writer
+from server.db import clerks, devices, is_sqlite, make_engine, ops, writer
+from server.site import start_new_epoch
 from sync.protocol import DEVICE_HEADER
 from tests.conftest import PG_URL
 from tests.test_server_api import (

@@ -16,7 +16,8 @@ from domain.operation import Operation
 from domain.patients.register import RegisterPatient
 from domain.state import Policy
 from local_db.store import OutboxEntry
-from server.db import patients, save_policy, transfers
+from server.db import patients, transfers
+from server.site import save_policy
 from sync.client import Offline, ReplicaMark
 from sync.engine import SyncEngine, SyncStatus, wire_bytes_bound, within_bytes
 from sync.protocol import PushRequest, PushResponse

@@ -331,8 +331,9 @@ def _admin_command(args: argparse.Namespace, engine: Engine) -> None:
 
     from domain.state import Policy
     from server.auth import AuthService
-    from server.db import clerks, devices, load_policy, save_policy, start_new_epoch
+    from server.db import clerks, devices, load_policy
     from server.migrate import check_schema, migrate
+    from server.site import save_policy, start_new_epoch
 
     if args.admin_command == "migrate":
         from server.migrate import display_url
