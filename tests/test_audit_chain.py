@@ -131,6 +131,13 @@ async def test_every_kind_of_event_is_audited_with_who_where_when_what_and_outco
         "/sync/push", json={"device_time": now(), "ops": [op]}, headers=headers
     )
     assert pushed.json()["results"][0]["status"] == "applied"
+    # a pull is recorded when it hands something out (the one above had nothing to)
+    pulled = await server.http.get("/sync/pull", headers=headers)
+    assert pulled.json()["changes"]
+    records = len(audit_rows(server.engine, "pull"))
+    cursor = pulled.json()["next_cursor"]
+    empty = await server.http.get(f"/sync/pull?cursor={cursor}", headers=headers)
+    assert empty.json()["changes"] == [] and len(audit_rows(server.engine, "pull")) == records
     main(["admin", "--db", url, "--operator", OPERATOR, "set-policy", "offline_login_days=3"])
     main(["admin", "--db", url, "new-epoch"])
     assert (await server.http.post("/auth/logout", headers=headers)).status_code == 204
