@@ -15,7 +15,7 @@ import hashlib
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .commands import Command, parse_command
-from .signing import KEY_ID_PATTERN, SIGNATURE_PATTERN, SigningKey
+from .signing import KEY_CERT_PATTERN, KEY_ID_PATTERN, SIGNATURE_PATTERN, SigningKey
 from .text import unstorable
 
 MAX_PAYLOAD_CHARS = 16_384
@@ -70,6 +70,13 @@ class Operation(BaseModel):
         pattern=SIGNATURE_PATTERN,
         description="Ed25519 signature by that key of the op's signed text (domain.signing)",
     )
+    key_cert: str | None = Field(
+        default=None,
+        pattern=KEY_CERT_PATTERN,
+        description="the key's public half and the server's certificate that it is the "
+        "clerk's on this device, given at the login that registered it: a server restored "
+        "from a backup that lost the registration records the key again from it",
+    )
 
     @classmethod
     def of(
@@ -96,10 +103,16 @@ class Operation(BaseModel):
             hlc=hlc,
         )
 
-    def signed_by(self, key: SigningKey, device_id: str) -> Operation:
-        """This op signed with the clerk's ``key``."""
+    def signed_by(
+        self, key: SigningKey, device_id: str, certificate: str | None = None
+    ) -> Operation:
+        """This op signed with the clerk's ``key`` (and its ``certificate``)."""
         return self.model_copy(
-            update={"key_id": key.key_id, "signature": key.sign(self, device_id)}
+            update={
+                "key_id": key.key_id,
+                "signature": key.sign(self, device_id),
+                "key_cert": certificate,
+            }
         )
 
     @model_validator(mode="after")

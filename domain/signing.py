@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 PUBLIC_KEY_BYTES = 32
 KEY_ID_PATTERN = r"^[0-9a-f]{32}$"
+# the server's certificate of a key: "<public key hex>:<HMAC hex>" (server.keys)
+KEY_CERT_PATTERN = r"^[0-9a-f]{64}:[0-9a-f]{64}$"
 SIGNATURE_PATTERN = r"^[0-9a-f]{128}$"
 PUBLIC_KEY_PATTERN = r"^[0-9a-f]{64}$"
 _FORMAT = "op-signature/1"
@@ -94,14 +96,25 @@ class SigningKey:
         return self._private.sign(signed_text(op, device_id)).hex()
 
 
-def signature_valid(public_key: bytes, op: Signed, device_id: str) -> bool:
+def public_key_of(raw: bytes) -> Ed25519PublicKey | None:
+    """The public key of ``raw`` bytes, loaded once to check many signatures."""
+    if len(raw) != PUBLIC_KEY_BYTES:
+        return None
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        return None
+
+
+def signature_valid(
+    public_key: bytes | Ed25519PublicKey | None, op: Signed, device_id: str
+) -> bool:
     """Whether ``op.signature`` is ``public_key``'s over the op made on ``device_id``."""
-    if op.signature is None or len(public_key) != PUBLIC_KEY_BYTES:
+    key = public_key_of(public_key) if isinstance(public_key, bytes) else public_key
+    if op.signature is None or key is None:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(
-            bytes.fromhex(op.signature), signed_text(op, device_id)
-        )
+        key.verify(bytes.fromhex(op.signature), signed_text(op, device_id))
     except (InvalidSignature, ValueError):
         return False
     return True

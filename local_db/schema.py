@@ -300,12 +300,16 @@ ALTER TABLE outbox ADD COLUMN withdrawn INTEGER NOT NULL DEFAULT 0;
 """
 sql_migration("m004_withdrawn_ops", M004_WITHDRAWN_OPS)
 
-# Each op is signed by the clerk who made it (domain.signing); each clerk's
+# Each op is signed by the clerk who made it (domain.signing), and carries the
+# server's certificate of the clerk's key (so that a server restored from a
+# backup that lost the key's registration takes it again); each clerk's
 # signing key on this workstation is kept sealed under their password
-# (local_db.keys). Ops made before (release 0.1) stay unsigned.
+# (local_db.keys), with that certificate. Ops made before (release 0.1) stay
+# unsigned.
 M005_SIGNED_OPS = """\
 ALTER TABLE outbox ADD COLUMN key_id TEXT;
 ALTER TABLE outbox ADD COLUMN signature TEXT;
+ALTER TABLE outbox ADD COLUMN key_cert TEXT;
 CREATE TABLE clerk_keys (
             clerk_id TEXT PRIMARY KEY,
             key_id TEXT NOT NULL,
@@ -313,7 +317,8 @@ CREATE TABLE clerk_keys (
             salt BLOB NOT NULL,
             nonce BLOB NOT NULL,
             sealed BLOB NOT NULL,
-            created_at TEXT NOT NULL
+            created_at TEXT NOT NULL,
+            certificate TEXT
         );
 """
 sql_migration("m005_signed_ops", M005_SIGNED_OPS)

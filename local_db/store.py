@@ -302,7 +302,7 @@ class LocalStore:
         self._device_id = ""
         # the signing keys of the clerks logged in here, unsealed at login
         # (domain.signing): each op is signed with its clerk's at commit
-        self._signers: dict[str, SigningKey] = {}
+        self._signers: dict[str, tuple[SigningKey, str | None]] = {}  # key, certificate
         self._checkpointer: sqlite3.Connection | None = None
         # Guards the checkpointer, which the engine uses without the store's lock.
         self._checkpoint_lock = threading.Lock()
@@ -658,11 +658,11 @@ class LocalStore:
         )
         signer = self._signers.get(ctx.actor.clerk_id)
         if signer is not None:
-            op = op.signed_by(signer, ctx.actor.device_id)
+            op = op.signed_by(signer[0], ctx.actor.device_id, signer[1])
         self.conn.execute(
             "INSERT INTO outbox (client_seq, op_id, kind, payload, args_hash, clerk_id, clerk_roles, "
-            "at, hlc, created_mono, state, local_outcome, local_result, key_id, signature) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "at, hlc, created_mono, state, local_outcome, local_result, key_id, signature, "
+            "key_cert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 op.client_seq,
                 op.op_id,
@@ -679,6 +679,7 @@ class LocalStore:
                 to_json(outcome.result),
                 op.key_id,
                 op.signature,
+                op.key_cert,
             ),
         )
         return op
@@ -1327,12 +1328,17 @@ class LocalStore:
         verifier: str,
         at: str,
         sealed_key: SealedKey | None = None,
+        certificate: str | None = None,
     ) -> None:
         """What an offline login needs, kept at an online one: the verifier,
-        and the clerk's signing key if it is new (sealed under the password)."""
+        the clerk's signing key if it is new (sealed under the password) and
+        the server's certificate of it."""
         with self.transaction():
             if sealed_key is not None:
                 self.keep_sealed_key(clerk_id, sealed_key)
+            self.conn.execute(
+                "UPDATE clerk_keys SET certificate = ? WHERE clerk_id = ?", (certificate, clerk_id)
+            )
             self.conn.execute(
                 "INSERT INTO clerk_cache (username, clerk_id, name, roles, verifier, last_online_login, "
                 "failed_attempts, locked_until) VALUES (?, ?, ?, ?, ?, ?, 0, NULL) "
@@ -1344,9 +1350,10 @@ class LocalStore:
 
     # -- the clerks' signing keys (domain.signing, local_db.keys) ------------
 
-    def sign_as(self, clerk_id: str, key: SigningKey) -> None:
-        """From now on, sign ``clerk_id``'s ops with ``key`` (unsealed at login)."""
-        self._signers[clerk_id] = key
+    def sign_as(self, clerk_id: str, key: SigningKey, certificate: str | None) -> None:
+        """From now on, sign ``clerk_id``'s ops with ``key`` (unsealed at login),
+        each carrying the server's ``certificate`` of it."""
+        self._signers[clerk_id] = (key, certificate)
 
     def stop_signing(self, clerk_id: str) -> None:
         """The clerk logged out: their key leaves memory."""
@@ -1375,6 +1382,14 @@ class LocalStore:
                     self.clock().isoformat(timespec="seconds"),
                 ),
             )
+
+    def key_certificate(self, clerk_id: str) -> str | None:
+        """The server's certificate of the clerk's key here (given at an online login)."""
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT certificate FROM clerk_keys WHERE clerk_id = ?", (clerk_id,)
+            ).fetchone()
+        return row[0] if row is not None else None
 
     def unsigned_through(self) -> int:
         """The last op made before this workstation signed ops (release 0.1), or 0:
@@ -1445,6 +1460,7 @@ def _outbox_entry(row: sqlite3.Row, device_id: str | None) -> OutboxEntry:
             withdrawn=bool(row["withdrawn"]),
             key_id=row["key_id"],
             signature=row["signature"],
+            key_cert=row["key_cert"],
         ),
         clerk_roles=_roles(row["clerk_roles"]),
         state=row["state"],

@@ -406,11 +406,19 @@ def create_app(
         device_id, token = auth.enroll(body.code, body.device_name)
         return EnrollResponse(device_id=device_id, device_token=token, epoch=sync.epoch())
 
-    @app.post("/auth/login", response_model=LoginResponse, responses=_errors(401, 415, 423))
+    @app.post(
+        "/auth/login",
+        response_model=LoginResponse,
+        # a workstation of release 0.1 refuses fields it does not know: the
+        # key's certificate is there only for a login that registered a key
+        response_model_exclude_none=True,
+        responses=_errors(401, 415, 423),
+    )
     def login(body: LoginRequest, device: Annotated[Device, Depends(device_of)]) -> LoginResponse:
         token, expires, session = auth.login(device, body.username, body.password)
+        certificate = None
         if body.signing_key is not None:  # the password is checked: the key is this clerk's
-            register_key(
+            certificate = register_key(
                 engine,
                 session.clerk_id,
                 device.device_id,
@@ -430,6 +438,7 @@ def create_app(
             policy=session.policy,
             server_time=utc_now(),
             epoch=sync.epoch(),
+            key_certificate=certificate,
         )
 
     @app.post("/auth/logout", status_code=204, responses=_errors(401))

@@ -104,7 +104,7 @@ _INSERT_CHANGE = (
 # what a push reads first (once the device is locked), in one statement: the
 # epoch its answer names, the policy its decisions use, the device's sequence
 _SETTINGS_SQL = (
-    "SELECT key, value FROM meta WHERE key IN ('epoch', 'policy') "
+    "SELECT key, value FROM meta WHERE key IN ('epoch', 'policy', 'key_secret') "
     "UNION ALL SELECT 'last_seq', CAST(MAX(client_seq) AS TEXT) FROM ops WHERE device_id = ? "
     "UNION ALL SELECT 'unsigned_through', CAST(unsigned_through AS TEXT) FROM devices "
     "WHERE device_id = ?"
@@ -269,6 +269,7 @@ class _Batch:
     applied_at: str
     keys: KeyRing  # the clerks' signing keys the batch names
     unsigned_through: int | None  # the device's last op made before it signed
+    key_secret: str | None  # what the server certifies clerks' keys with (server.keys)
     session: str | None  # the pushing session (server.chain.session_ref)
     when: _When
 
@@ -485,6 +486,7 @@ class SyncService:
                 if settings.get("unsigned_through") is not None
                 else None
             ),
+            key_secret=settings.get("key_secret"),
             session=session,
             when=when,
         )
@@ -548,7 +550,9 @@ class SyncService:
                 results.append(result)
                 last_seq = op.client_seq
                 continue
-            refusal = signature_refusal(run.keys, op, device_id, run.unsigned_through)
+            refusal = signature_refusal(
+                run.keys, op, device_id, run.unsigned_through, run.key_secret
+            )
             if refusal is not None:  # not the clerk it names: refused, the sequence goes on
                 result = _rejected(op.op_id, refusal)
                 log_rows.record(device_id, pushed_by, op, result, applied_at)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from domain.leases import Lease
 from domain.operation import MAX_PAYLOAD_CHARS, Operation
-from domain.signing import PUBLIC_KEY_PATTERN
+from domain.signing import KEY_CERT_PATTERN, PUBLIC_KEY_PATTERN
 from domain.text import check_storable
 
 DEVICE_HEADER = "X-Device-Token"
@@ -173,6 +173,12 @@ class LoginResponse(_Model):
     policy: dict[str, int]
     server_time: str
     epoch: str
+    key_certificate: str | None = Field(
+        default=None,
+        pattern=KEY_CERT_PATTERN,
+        description="the server's certificate of the signing key the login registered: "
+        "each op signed with the key carries it (Operation.key_cert)",
+    )
 
 
 class LeaseRequest(_Request):

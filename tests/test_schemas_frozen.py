@@ -21,7 +21,7 @@ REPLICA_MIGRATIONS = {
     "m002_general_leases": "e6ee60db8025767ea136cc947d54f5af1e069be525967aba2463e3b6976809ab",
     "m003_shifts": "36a31ae3068f24faccf0ee2f6bd860c37794c2a4ebffda816b5f807a23a3c267",
     "m004_withdrawn_ops": "cf3ddbe86329808a4a148e9517f0827fa1d9b249f6c9e09c670b68fa2ec4a37b",
-    "m005_signed_ops": "7beb53824cd86828f2b9321b2dabe0334d4cfe0bd7fa67931f5dbcfe38ac63cf",
+    "m005_signed_ops": "3b17ee369215a5693f55843bd0f95bb54c730d70c600289661f2b41d446858d6",
 }
 
 # file in server/migrations/versions -> SHA-256 of its bytes, oldest first; a

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from ulid import ULID
 
 from domain.cashier.cancel_card import CancelCard
@@ -21,9 +21,9 @@ from domain.numbers import receipt_no_for
 from domain.signing import SigningKey
 from local_db.keys import seal, unseal
 from server.chain import GENESIS, OPS, OPS_FIELDS, op_hash_values, record_hash
-from server.db import chain_heads, clerk_keys, clerks, devices, ops
+from server.db import audit, chain_heads, clerk_keys, clerks, devices, ops
 from server.verify import verify_audit
-from tests.harness import Central, Station
+from tests.harness import Central, Station, back_up, restore
 from tests.test_server_api import (
     PASSWORD,
     Server,
@@ -358,3 +358,101 @@ async def test_verify_audit_names_an_op_whose_clerk_was_rewritten_with_its_chain
     _rechain_ops(server.engine)
     [problem] = verify_audit(server.engine).problems
     assert "without a signature" in problem.what
+
+
+# -- a server restored from a backup that lost a key's registration --------------
+
+
+async def test_a_key_lost_by_a_restore_is_recorded_again_from_its_certificate(
+    server: Server,
+) -> None:
+    """Found in review: a server restored from a backup taken before a clerk's
+    first login at a window lost the key's registration, and refused every op
+    the clerk had made offline (their money lost to Sync issues). The login
+    hands the workstation the server's certificate of the key; each op
+    carries it; an unknown key certified by this server is recorded again."""
+    cashier = await open_window(server)
+    boss_key = SigningKey.generate()
+    server.auth.create_clerk("boss", "boss", ["supervisor", "cashier"], PASSWORD)
+    answer = (await login(server, cashier.device_token, "boss", boss_key)).json()
+    boss_id, cert = answer["clerk"]["clerk_id"], answer["key_certificate"]
+    assert cert.startswith(boss_key.public_key.hex() + ":")
+    with server.engine.begin() as conn:  # the backup restored knew nothing of it
+        conn.execute(delete(clerk_keys).where(clerk_keys.c.key_id == boss_key.key_id))
+
+    def made_by_boss(certificate: str | None) -> dict[str, Any]:
+        op = wire(cashier, register_cmd(), clerk_id=boss_id)
+        return signed_with_cert(op, boss_key, cashier.device_id, certificate)
+
+    forged = cert[:-1] + ("0" if cert[-1] != "0" else "1")
+    other_clerk = signed_with_cert(  # the boss's key certificate, claimed for the cashier
+        wire(cashier, register_cmd()), boss_key, cashier.device_id, cert
+    )
+    results = await push(
+        server,
+        cashier,  # the cashier's session pushes what the supervisor made offline
+        made_by_boss(None),  # no certificate: nothing to record the key from
+        made_by_boss(forged),
+        other_clerk,
+        made_by_boss(cert),
+    )
+    assert [(r["status"].split("_")[0], r["code"]) for r in results] == [
+        ("rejected", "signature_invalid"),
+        ("rejected", "signature_invalid"),
+        ("rejected", "signature_invalid"),
+        ("applied", results[3]["code"]),
+    ]
+    with server.engine.connect() as conn:
+        keys = conn.execute(select(clerk_keys.c.clerk_id, clerk_keys.c.device_id)).all()
+        again = conn.execute(
+            select(audit.c.outcome).where(
+                audit.c.action == "register_key", audit.c.target == boss_key.key_id
+            )
+        ).scalars()
+        assert (boss_id, cashier.device_id) in keys
+        assert list(again) == ["ok", "recorded_again"]
+    report = verify_audit(server.engine)
+    assert report.clean, report.problems
+
+
+def signed_with_cert(
+    op: dict[str, Any], key: SigningKey, device_id: str, certificate: str | None
+) -> dict[str, Any]:
+    made = signed(op, key, device_id)
+    return {**made, "key_cert": certificate} if certificate else made
+
+
+async def test_work_done_offline_by_a_clerk_whose_key_a_restore_lost_still_counts(
+    central_sqlite: Central, tmp_path: Path
+) -> None:
+    """End to end: the supervisor's first login at the window (after the
+    night's backup), work offline, the server restored from the backup; the
+    cashier's session pushes the supervisor's work: applied, as the supervisor."""
+    central = central_sqlite
+    central.clerk("cash", ["cashier"])
+    central.clerk("boss", ["cashier", "supervisor"])
+    station = Station(central, tmp_path / "a", "a")
+    await station.enroll_and_login("cash")
+    db = Path(central.url.removeprefix("sqlite:///"))
+    back_up(db, tmp_path / "backup.db")
+    desk, store = station.desk, station.store
+    await desk.logout()
+    await desk.login("boss", PASSWORD)
+    boss_id = desk.clerk.clerk_id  # type: ignore[union-attr]
+    await desk.current_shift()
+    await station.engine.sync_once()
+    station.offline()
+    done = await station.register(ZHANG)
+    await desk.logout()
+    restore(central, db, tmp_path / "backup.db")
+    station.online()
+    await desk.login("cash", PASSWORD)
+    for _ in range(4):
+        await station.engine.sync_once()
+    state = store.conn.execute("SELECT state FROM outbox WHERE op_id = ?", (done.op_id,))
+    assert state.fetchone()[0] == "confirmed"
+    with central.engine.connect() as conn:
+        made = conn.execute(select(ops.c.clerk_id).where(ops.c.op_id == done.op_id)).scalar_one()
+    assert made == boss_id
+    assert verify_audit(central.engine).clean
+    await station.close()

@@ -237,9 +237,10 @@ def test_the_replica_of_0_1_0_opens_with_all_its_own_tables(site: Site) -> None:
     after = read_local_tables(site.replica)
     del after["leases"]
     # the outbox gained columns: withdrawn (m004), 0 for every op it held; the
-    # signing key and signature (m005), none: made before ops were signed
-    assert [row[-3:] for row in after["outbox"]] == [(0, None, None)] * len(before["outbox"])
-    after["outbox"] = [row[:-3] for row in after["outbox"]]
+    # signing key, signature and key certificate (m005), none: made before ops
+    # were signed
+    assert [row[-4:] for row in after["outbox"]] == [(0, None, None, None)] * len(before["outbox"])
+    after["outbox"] = [row[:-4] for row in after["outbox"]]
     assert after == before
 
 

@@ -259,7 +259,7 @@ class Desk:
         self.ended = None
         clerk = answer.clerk
         policy = Policy.from_dict(answer.policy)
-        self.store.sign_as(clerk.clerk_id, key)
+        self.store.sign_as(clerk.clerk_id, key, answer.key_certificate)
         self._key = key
         self.clerk = ClerkSession(
             clerk.clerk_id, clerk.username, clerk.name, frozenset(clerk.roles), "online"
@@ -282,6 +282,7 @@ class Desk:
                     if new_key is not None
                     else None
                 ),
+                certificate=answer.key_certificate,
             )
             self.store.set_policy(policy)
 
@@ -387,7 +388,7 @@ class Desk:
             raise LoginFailed("login_failed", "用户名或密码错误。", "Wrong username or password.")
         if cached["failed_attempts"] or cached["locked_until"]:
             self.store.clear_login_failures(username)  # a write only when there is one to clear
-        self.store.sign_as(cached["clerk_id"], key)
+        self.store.sign_as(cached["clerk_id"], key, self.store.key_certificate(cached["clerk_id"]))
         self._key = key
         self.clerk = ClerkSession(
             cached["clerk_id"], username, cached["name"], frozenset(cached["roles"]), "offline"
