@@ -69,6 +69,7 @@ RESIDENT_IDS = (
 )
 NAMES = ("张三", "李四", "王五", "赵六", "陈七", "刘八", "杨九", "黄十")
 HEAL_ROUNDS = 12
+RELIEF = "sup"  # the supervisor who relieves a window's cashier (World.change_clerk)
 NUMBER_REFUSALS = frozenset(
     {
         "card_already_issued",
@@ -296,6 +297,9 @@ class World:
         # time does not follow: lifted, so that a seed replays the same
         save_policy(self.server.app.state.engine, UNLIMITED_LEASES)
         auth = self.server.app.state.auth
+        # a supervisor who takes over at any window now and then: ops of two
+        # clerks in one outbox, signed each by its own (domain.signing)
+        auth.create_clerk(RELIEF, "主管", ["cashier", "supervisor"], PASSWORD)
         for i in range(self.config.workstations):
             name = f"w{i}"
             auth.create_clerk(f"cash{i}", f"收费员{i}", ["cashier"], PASSWORD)
@@ -355,6 +359,25 @@ class World:
             await window.parts.desk.current_shift()
         except (LoginFailed, SyncError, Crash) as exc:
             self.log(f"{window.name}: login failed ({type(exc).__name__})")
+
+    async def change_clerk(self, window: Window) -> None:
+        """The window's clerk logs out and the other takes over (the supervisor
+        relieving the window's cashier, or the cashier coming back), online
+        or offline: what the one left unpushed is pushed under the other's
+        session."""
+        assert window.parts is not None
+        self.faults["clerks change"] += 1
+        own = f"cash{window.name[1:]}"
+        window.username = RELIEF if window.username == own else own
+        self.log(f"{window.name}: {window.username} takes over")
+        if window.logged_in:
+            window.logged_in = False
+            try:
+                await window.parts.desk.logout()
+            except Crash:  # the process died as it told the server
+                await self.crash(window)
+                return
+        await self.login(window)
 
     async def crash(self, window: Window) -> None:
         """The process dies: nothing is closed cleanly; the replica is reopened."""
@@ -526,7 +549,9 @@ class World:
             self.server.back_up(backup)
             self.backups.append(backup)
             self.log(f"server backed up ({backup.name})")
-        elif roll < 0.965:
+        elif roll < 0.955:
+            await self.change_clerk(window)
+        elif roll < 0.97:
             backup = rng.choice(self.backups)
             new_epoch = rng.random() < 0.5
             self.faults[f"restore {'with' if new_epoch else 'without'} new epoch"] += 1
