@@ -456,3 +456,15 @@ async def test_work_done_offline_by_a_clerk_whose_key_a_restore_lost_still_count
     assert made == boss_id
     assert verify_audit(central.engine).clean
     await station.close()
+
+
+async def test_a_clerks_first_login_at_a_window_is_one_login_at_the_server(
+    central: Central, station: Station
+) -> None:
+    """The new key goes with the first login (found in review: a second login
+    was made for it, a second password check and a session left open)."""
+    with central.engine.connect() as conn:
+        logins = conn.execute(
+            select(audit.c.target).where(audit.c.action == "login", audit.c.outcome == "ok")
+        ).scalars()
+        assert list(logins) == ["cash"]

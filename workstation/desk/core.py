@@ -14,6 +14,7 @@ final. Nothing is shown as done before the local commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -307,19 +308,29 @@ class Desk:
             else None
         )
         try:
-            fresh = SigningKey.generate() if sealed is None else None
-            public = (fresh or sealed).public_key  # type: ignore[union-attr]
+            if sealed is None:  # the clerk's first login here
+                fresh = SigningKey.generate()
+                answer = await self.client.login(
+                    username,
+                    password,
+                    signing_key=fresh.public_key,
+                    unsigned_through=unsigned_through,
+                )
+                return answer, fresh, fresh
             answer = await self.client.login(
-                username, password, signing_key=public, unsigned_through=unsigned_through
+                username, password, signing_key=sealed.public_key, unsigned_through=unsigned_through
             )
-            key = await unsealing if unsealing is not None else fresh
+            key = await unsealing if unsealing is not None else None
             if key is not None and clerk_id == answer.clerk.clerk_id:
-                return answer, key, fresh
+                return answer, key, None
         finally:
             if unsealing is not None and not unsealing.done():
                 unsealing.cancel()
         # the password changed since the key was sealed (or the username is
-        # another clerk's now): a new key, registered anew
+        # another clerk's now): a new key, registered by a login of its own
+        # (the first session ended: it named the old key)
+        with contextlib.suppress(SyncError):
+            await self.client.logout()
         fresh = SigningKey.generate()
         answer = await self.client.login(
             username, password, signing_key=fresh.public_key, unsigned_through=unsigned_through
