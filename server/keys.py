@@ -33,23 +33,23 @@ _INSERT_KEY_SQL = (
     "INSERT INTO clerk_keys (key_id, clerk_id, device_id, public_key, registered_at) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id) DO NOTHING"
 )
-SECRET_KEY = "key_secret"  # meta: what the server certifies keys with (certificate)
+_SECRET_META_KEY = "key_secret"  # meta: what the server certifies keys with (certificate)
 
 
 def key_secret(conn: Connection) -> str:
     """The server's secret for key certificates, made the first time it is needed.
     It lives in the database, so a restored backup holds it too (unless the
     backup is older than every key registered: then their ops are refused)."""
-    found = conn.execute(select(meta.c.value).where(meta.c.key == SECRET_KEY)).scalar()
+    found = conn.execute(select(meta.c.value).where(meta.c.key == _SECRET_META_KEY)).scalar()
     if found is not None:
         return str(found)
     insert_ = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
     conn.execute(
         insert_(meta)
-        .values(key=SECRET_KEY, value=secrets.token_hex(32))
+        .values(key=_SECRET_META_KEY, value=secrets.token_hex(32))
         .on_conflict_do_nothing(index_elements=[meta.c.key])
     )
-    return str(conn.execute(select(meta.c.value).where(meta.c.key == SECRET_KEY)).scalar_one())
+    return str(conn.execute(select(meta.c.value).where(meta.c.key == _SECRET_META_KEY)).scalar_one())
 
 
 def certificate(secret: str, clerk_id: str, device_id: str, public_key_hex: str) -> str:
