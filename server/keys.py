@@ -49,7 +49,9 @@ def key_secret(conn: Connection) -> str:
         .values(key=_SECRET_META_KEY, value=secrets.token_hex(32))
         .on_conflict_do_nothing(index_elements=[meta.c.key])
     )
-    return str(conn.execute(select(meta.c.value).where(meta.c.key == _SECRET_META_KEY)).scalar_one())
+    return str(
+        conn.execute(select(meta.c.value).where(meta.c.key == _SECRET_META_KEY)).scalar_one()
+    )
 
 
 def certificate(secret: str, clerk_id: str, device_id: str, public_key_hex: str) -> str:
