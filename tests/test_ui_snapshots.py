@@ -217,7 +217,13 @@ async def _open_issues(pilot: Pilot) -> None:
     await app.push_screen(SyncIssuesScreen())
     for _ in range(100):
         screen = app.screen
-        if isinstance(screen, SyncIssuesScreen) and screen.issues:
+        # the issues read, and their rows in the table (a table without rows
+        # counts as settled: a busy machine once drew it before its rows came)
+        if (
+            isinstance(screen, SyncIssuesScreen)
+            and screen.issues
+            and all(table.row_count for table in screen.query(DataTable))
+        ):
             break
         await pilot.pause(0.02)
     await _tables_settled(pilot)
