@@ -424,7 +424,6 @@ def create_app(
                 device.device_id,
                 body.signing_key,
                 body.unsigned_through,
-                auth.audit_in,
             )
         return LoginResponse(
             session_token=token,

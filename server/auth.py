@@ -660,18 +660,6 @@ class AuthService:
             session=session.ref,
         )
 
-    def audit_in(
-        self,
-        conn: Connection,
-        clerk_id: str | None,
-        device_id: str | None,
-        action: str,
-        target: str,
-        outcome: str,
-    ) -> None:
-        """Write an audit record in the caller's transaction ``conn``."""
-        self._audit(conn, clerk_id, device_id, action, target, outcome)
-
     @staticmethod
     def _audit(
         conn: Connection,

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -88,14 +87,12 @@ def register_key(
     device_id: str,
     public_key_hex: str,
     unsigned_through: int | None,
-    audit: Any,
 ) -> str:
     """Record ``clerk_id``'s key on ``device_id`` (once; again is a no-op) and,
     the first time the device registers one, the last op it made unsigned.
     Returns the server's certificate of the key (:func:`certificate`);
-    AuthError 409 if the key is another clerk's or another device's.
-    ``audit(conn, clerk_id, device_id, action, target, outcome)`` writes the
-    audit record."""
+    AuthError 409 if the key is another clerk's or another device's; audited
+    in the same transaction."""
     public_key = bytes.fromhex(public_key_hex)
     key_id = key_id_of(public_key)
     with writer(engine) as conn, conn.begin():
@@ -105,7 +102,14 @@ def register_key(
             )
         ).first()
         if known is not None and tuple(known) != (clerk_id, device_id):
-            audit(conn, clerk_id, device_id, "register_key", key_id, "taken")
+            append_audit(
+                conn,
+                clerk_id=clerk_id,
+                device_id=device_id,
+                action="register_key",
+                target=key_id,
+                outcome="taken",
+            )
             refusal: AuthError | None = AuthError(
                 409,
                 "key_taken",
@@ -125,7 +129,14 @@ def register_key(
                         registered_at=utc_now(),
                     )
                 )
-                audit(conn, clerk_id, device_id, "register_key", key_id, "ok")
+                append_audit(
+                    conn,
+                    clerk_id=clerk_id,
+                    device_id=device_id,
+                    action="register_key",
+                    target=key_id,
+                    outcome="ok",
+                )
             conn.execute(
                 update(devices)
                 .where(devices.c.device_id == device_id, devices.c.unsigned_through.is_(None))

@@ -289,7 +289,7 @@ def test_parallel_pushes_and_logins_leave_one_unbroken_chain(
         device = auth.device(token)
         session, _, s = auth.login(device, f"c{n}", PASSWORD)
         key = SigningKey.generate()
-        register_key(engine, s.clerk_id, device_id, key.public_key.hex(), None, auth.audit_in)
+        register_key(engine, s.clerk_id, device_id, key.public_key.hex(), None)
         windows.append((token, session, s.clerk_id, device_id, key))
     failures: list[BaseException] = []
     start = threading.Barrier(threads)
@@ -348,7 +348,7 @@ def test_a_push_takes_the_op_log_s_head_once_for_its_whole_batch(
     device_id, token = auth.enroll(auth.create_enrollment_code("w"), "w")
     session, _, s = auth.login(auth.device(token), "kw", PASSWORD)
     key = SigningKey.generate()
-    register_key(engine, s.clerk_id, device_id, key.public_key.hex(), None, auth.audit_in)
+    register_key(engine, s.clerk_id, device_id, key.public_key.hex(), None)
     statements: list[str] = []
     for name in ("execute", "executemany", "one", "all", "pg_all", "pg_execute"):
         original = getattr(RawSql, name, None)
